@@ -1,0 +1,34 @@
+# Set-up and entry points. Every target creates .venv if missing and installs the exact pins of
+# requirements.lock (torch==2.13.0 CPU wheel included), then the project itself in editable mode.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench install clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m rfml.demo --out demo_out
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# The TorchSig baseline runs in its own venv (.venv-torchsig), made by benchmarks/torchsig_env.sh.
+bench: $(STAMP)
+	bash benchmarks/torchsig_env.sh .venv-torchsig
+	$(PY) benchmarks/synth_throughput.py --torchsig-python .venv-torchsig/bin/python
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""Counter-based random numbers: every draw is a pure function of (key, stream, counter).
+
+torch's generators are sequential, so a batch's random numbers depend on which rows share the batch.
+Here each example owns a 64-bit key derived from ``(seed, index)`` and every random number is a hash
+of that key, a stream id and a position, computed with batched integer tensor ops. The result is the
+same tensor in any process, batch composition, order or device.
+
+The hash is the SplitMix64 finaliser; int64 multiplication in torch wraps modulo 2**64, which makes
+it bit-identical to the usual unsigned reference (checked against numpy uint64 in the tests).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+_MUL1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
+_MUL2 = -7723592293110705685  # 0x94D049BB133111EB
+_INV_2_24 = 1.0 / (1 << 24)
+
+
+def _logical_shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    # torch's >> on int64 is arithmetic; masking off the sign-extended bits makes it logical.
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64 finaliser on int64 tensors (bijective, wrapping arithmetic)."""
+    z = z ^ _logical_shift_right(z, 30)
+    z = z * _MUL1
+    z = z ^ _logical_shift_right(z, 27)
+    z = z * _MUL2
+    return z ^ _logical_shift_right(z, 31)
+
+
+def _as_int64(value: int) -> int:
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def example_keys(seed: int, indices: torch.Tensor) -> torch.Tensor:
+    """One 64-bit key per example index: ``mix64(mix64(seed) + index * golden)``."""
+    seed_key = mix64(torch.tensor(_as_int64(seed), dtype=torch.int64))
+    idx = indices.to(torch.int64)
+    return mix64(seed_key.to(idx.device) + idx * _GOLDEN)
+
+
+def random_bits(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """``[B, n]`` int64 words, 64 random bits each, for ``stream`` of each key in ``keys [B]``."""
+    stream_key = mix64(keys ^ _as_int64((stream + 1) * 0xD1B54A32D192ED03))
+    counters = torch.arange(1, n + 1, dtype=torch.int64, device=keys.device) * _GOLDEN
+    return mix64(stream_key[:, None] + counters)
+
+
+def _unit_floats(words: torch.Tensor, shift: int) -> torch.Tensor:
+    # 24 bits fill a float32 mantissa exactly; the half-step offset keeps values strictly in (0, 1).
+    return ((words >> shift) & 0xFFFFFF).to(torch.float32) * _INV_2_24 + 0.5 * _INV_2_24
+
+
+def uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """``[B, n]`` float32 uniform on the open interval (0, 1)."""
+    return _unit_floats(random_bits(keys, stream, n), 40)
+
+
+def integers(keys: torch.Tensor, stream: int, n: int, high: int) -> torch.Tensor:
+    """``[B, n]`` int64 uniform on ``0 .. high-1`` (multiply-shift on 32 bits; bias < high / 2**32)."""
+    if high < 1:
+        raise ValueError(f"high must be >= 1, got {high}")
+    low32 = random_bits(keys, stream, n) & 0xFFFFFFFF
+    return (low32 * high) >> 32
+
+
+def complex_normal(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """``[B, n]`` complex64 circular Gaussian with E|z|^2 = 1 (Box-Muller, one word per value)."""
+    words = random_bits(keys, stream, n)
+    radius = torch.sqrt(-torch.log(_unit_floats(words, 40)))  # |z|^2 ~ Exp(1)
+    angle = _unit_floats(words, 8) * (2 * math.pi)
+    return torch.polar(radius, angle)
+
+
+def normal(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
+    """``[B, n]`` float32 standard normal."""
+    z = complex_normal(keys, stream, (n + 1) // 2)
+    return torch.view_as_real(z).reshape(z.shape[0], -1)[:, :n] * math.sqrt(2.0)

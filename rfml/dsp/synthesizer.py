@@ -1,0 +1,158 @@
+"""The Synthesizer: a seeded, batched generator of labelled RF examples.
+
+Example ``i`` is a pure function of ``(seed, i)``: its class is ``classes[i % C]``, its SNR is
+``snrs[(i // C) % S]`` (so any ``C * S`` consecutive indices hold every (class, SNR) pair once), and
+all its random numbers come from counter-based hashes of its own key (see :mod:`rfml.dsp.rng`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from rfml.dsp import rng
+from rfml.dsp.channel import ChannelConfig, apply_channel, channel_preset
+from rfml.dsp.modulate import MODULATIONS, modulate
+
+CLASSES_RML2016A: list[str] = [
+    "8PSK", "AM-DSB", "AM-SSB", "BPSK", "CPFSK", "GFSK", "PAM4", "QAM16", "QAM64", "QPSK", "WBFM",
+]  # fmt: skip
+CLASSES_RML2016B: list[str] = [c for c in CLASSES_RML2016A if c != "AM-SSB"]
+CLASSES_RML2018A: list[str] = [
+    "OOK", "4ASK", "8ASK", "BPSK", "QPSK", "8PSK", "16PSK", "32PSK", "16APSK", "32APSK", "64APSK",
+    "128APSK", "16QAM", "32QAM", "64QAM", "128QAM", "256QAM", "AM-SSB-WC", "AM-SSB-SC", "AM-DSB-WC",
+    "AM-DSB-SC", "FM", "GMSK", "OQPSK",
+]  # fmt: skip
+CLASS_SETS: dict[str, list[str]] = {
+    "rml2016.10a": CLASSES_RML2016A,
+    "rml2016.10b": CLASSES_RML2016B,
+    "rml2018.01a": CLASSES_RML2018A,
+}
+
+
+def _finite_number(value: object, name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number of dB, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number of dB (not NaN or infinite), got {value!r}")
+    return number
+
+
+class Synthesizer:
+    """Batched RF example generator.
+
+    Args:
+        classes: class names (any of :data:`rfml.dsp.modulate.MODULATIONS`) or a class-set name
+            (``"rml2016.10a"``, ``"rml2016.10b"``, ``"rml2018.01a"``).
+        length: complex samples per example.
+        samples_per_symbol: oversampling of the digital modulations (>= 2).
+        channel: a preset name (``clean``, ``rml2016``, ``rml2016-compat``, ``wireless``) or a
+            :class:`~rfml.dsp.channel.ChannelConfig`.
+        snrs: the SNRs (dB) cycled through by index; see :mod:`rfml.dsp.channel` for the definition.
+        seed: the dataset seed.
+        rolloff: root-raised-cosine roll-off of the linear modulations.
+    """
+
+    def __init__(
+        self,
+        classes: str | Sequence[str],
+        length: int,
+        samples_per_symbol: int = 8,
+        channel: str | ChannelConfig = "rml2016",
+        snrs: Iterable[float] = range(-20, 20, 2),
+        seed: int = 0,
+        rolloff: float = 0.35,
+    ) -> None:
+        if isinstance(classes, str):
+            if classes not in CLASS_SETS:
+                raise ValueError(
+                    f"classes must be a list of class names or one of {sorted(CLASS_SETS)}, got {classes!r}"
+                )
+            classes = CLASS_SETS[classes]
+        classes = list(classes)
+        unknown = [c for c in classes if c not in MODULATIONS]
+        if unknown or not classes:
+            raise ValueError(
+                f"classes contains unknown names {unknown}; allowed: {sorted(MODULATIONS)}"
+                if unknown
+                else f"classes must not be empty; allowed: {sorted(MODULATIONS)}"
+            )
+        if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
+            raise ValueError(f"length must be a positive integer number of samples, got {length!r}")
+        if isinstance(samples_per_symbol, bool) or not isinstance(samples_per_symbol, int) or samples_per_symbol < 2:
+            raise ValueError(f"samples_per_symbol must be an integer >= 2, got {samples_per_symbol!r}")
+        snr_list = [_finite_number(s, "snrs") for s in snrs]
+        if not snr_list:
+            raise ValueError("snrs must hold at least one finite SNR in dB, got an empty sequence")
+        if not 0.0 < rolloff <= 1.0:
+            raise ValueError(f"rolloff must be in (0, 1], got {rolloff!r}")
+        self.classes: list[str] = classes
+        self.length = length
+        self.samples_per_symbol = samples_per_symbol
+        self.channel: ChannelConfig = channel if isinstance(channel, ChannelConfig) else channel_preset(channel)
+        self.snrs: list[float] = snr_list
+        self.seed = int(seed)
+        self.rolloff = float(rolloff)
+
+    def __repr__(self) -> str:
+        return (
+            f"Synthesizer(classes={len(self.classes)} classes, length={self.length}, "
+            f"samples_per_symbol={self.samples_per_symbol}, snrs={self.snrs[0]:g}..{self.snrs[-1]:g} dB "
+            f"({len(self.snrs)}), seed={self.seed})"
+        )
+
+    def labels(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class index and SNR (dB, as float) of each example index."""
+        num_classes = len(self.classes)
+        y = indices % num_classes
+        snr_table = torch.tensor(self.snrs, dtype=torch.float32, device=indices.device)
+        return y, snr_table[(indices // num_classes) % len(self.snrs)]
+
+    @torch.no_grad()
+    def generate(
+        self,
+        indices: Sequence[int] | torch.Tensor,
+        snr_db: float | None = None,
+        return_clean: bool = False,
+        device: torch.device | str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Generate the examples ``indices``.
+
+        Returns ``{"x": float32 [B, 2, L], "y": int64 [B], "snr": int64 [B]}`` and ``"clean"``
+        (the same examples before noise) when ``return_clean``. ``snr_db`` overrides every row's
+        SNR; the label is the value rounded to whole dB.
+        """
+        idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
+        if idx.ndim != 1:
+            raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
+        if idx.numel() and int(idx.min()) < 0:
+            raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+        y, snr = self.labels(idx)
+        if snr_db is not None:
+            snr = torch.full_like(snr, _finite_number(snr_db, "snr_db"))
+        keys = rng.example_keys(self.seed, idx)
+
+        noisy = torch.empty(idx.numel(), self.length, dtype=torch.complex64, device=idx.device)
+        clean = torch.empty_like(noisy) if return_clean else None
+        num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
+        for c in torch.unique(y).tolist():
+            rows = torch.nonzero(y == c).squeeze(1)
+            signal = modulate(keys[rows], MODULATIONS[self.classes[c]], num_in, self.samples_per_symbol, self.rolloff)
+            x, x_clean = apply_channel(signal, keys[rows], self.length, snr[rows], self.channel)
+            noisy[rows] = x
+            if clean is not None:
+                clean[rows] = x_clean
+
+        out = {"x": _to_iq(noisy), "y": y, "snr": torch.round(snr).to(torch.int64)}
+        if clean is not None:
+            out["clean"] = _to_iq(clean)
+        return out
+
+
+def _to_iq(x: torch.Tensor) -> torch.Tensor:
+    """complex [B, L] -> float32 [B, 2, L] (row 0 = I, row 1 = Q)."""
+    return torch.view_as_real(x).permute(0, 2, 1).contiguous()
