@@ -71,7 +71,7 @@ def test_multipath_delays_follow_the_power_delay_profile() -> None:
     keys = rng.example_keys(5, torch.arange(4000))
     margin, length = config.multipath_margin(), 32
     x = torch.zeros(4000, length + margin, dtype=torch.complex64)
-    x[:, margin - 8 + 10] = 1.0  # arrives at output sample 10 on the direct path
+    x[:, margin - ch._HALF_WIDTH + 10] = 1.0  # arrives at output sample 10 on the direct path
     y = ch.multipath_fading(x, keys, length, config)
     power = y.abs().pow(2).mean(0)
     profile = power[[10, 13, 17]] / power.sum()

@@ -18,10 +18,9 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 
 from rfml.dsp import rng
-from rfml.dsp.filters import farrow_coefficients, farrow_taps
+from rfml.dsp.filters import complex_rows, farrow_coefficients, farrow_taps, fir, from_complex_rows
 from rfml.dsp.modulate import Stream
 
 SNR_CONVENTIONS = ("per_sample", "gnuradio")
@@ -80,8 +79,8 @@ class ChannelConfig:
         return resampled + 2 * _HALF_WIDTH + stretch + timing_span
 
 
-_HALF_WIDTH = 8  # interpolator half width, samples
-_FARROW = farrow_coefficients(_HALF_WIDTH)
+_HALF_WIDTH = 6  # interpolator half width, samples
+_FARROW = farrow_coefficients(_HALF_WIDTH, degree=4, beta=7.0)
 
 # RadioML 2016's GNU Radio dynamic channel: SRO and CFO random walks (std 0.01 Hz per sample, max
 # 50 Hz and 500 Hz); we draw the walks' state uniformly within a band that a walk of that step size
@@ -145,24 +144,18 @@ def iq_imbalance(x: torch.Tensor, keys: torch.Tensor, config: ChannelConfig) -> 
 
 def _power(x: torch.Tensor) -> torch.Tensor:
     """Mean power per complex sample of each row, ``[B, 1]``."""
-    return torch.view_as_real(x).pow(2).sum(-1).mean(dim=1, keepdim=True)
-
-
-def _conv_complex(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Real-kernel ``conv1d`` of complex rows ``[B, n]``: ``kernel [C, 1, W]`` -> ``float [B, 2, C, n-W+1]``."""
-    b, n = x.shape
-    parts = torch.view_as_real(x).transpose(1, 2).reshape(b * 2, 1, n)
-    out = F.conv1d(parts, kernel.to(x.device))
-    return out.view(b, 2, kernel.shape[0], -1)
+    norm = torch.linalg.vector_norm(torch.view_as_real(x).flatten(1), dim=1, keepdim=True)
+    return norm.square() / x.shape[1]
 
 
 def resample(x: torch.Tensor, keys: torch.Tensor, length: int, config: ChannelConfig) -> torch.Tensor:
     """Cut ``length`` samples at a random fractional start, resampled by ``1 + ppm*1e-6`` per example.
 
-    A degree-5 Farrow interpolator: one fixed convolution gives the polynomial coefficients at every
-    input sample, then each output needs a gather of 6 values and a Horner step in its fraction.
+    A 12-tap, degree-4 Farrow interpolator (error < -60 dB up to 0.3 cycles/sample): one fixed
+    convolution gives the polynomial coefficients at every input sample, then each output needs a
+    gather of 5 values and a Horner step in its fraction.
     """
-    b, n = x.shape
+    n = x.shape[1]
     draws = rng.uniform(keys, Stream.SAMPLE_RATE, 2)
     ratio = 1.0 + (2 * draws[:, :1].double() - 1) * (config.sample_rate_offset_max_ppm * 1e-6)
     # positions from _HALF_WIDTH - 1 up to n - _HALF_WIDTH - 1 have full interpolator support
@@ -170,26 +163,26 @@ def resample(x: torch.Tensor, keys: torch.Tensor, length: int, config: ChannelCo
     start = _HALF_WIDTH - 1 + draws[:, 1:].double() * torch.clamp(room, min=0.0)
     positions = start + torch.arange(length, device=x.device, dtype=torch.float64) * ratio
     base = torch.floor(positions)
-    mu = (positions - base).float()[:, None]
-    poly = _conv_complex(x, _FARROW[:, None, :]).reshape(b * 2, _FARROW.shape[0], -1)
-    index = (base.long() - (_HALF_WIDTH - 1)).clamp_(0, poly.shape[-1] - 1)
-    index = index.repeat_interleave(2, dim=0)[:, None, :].expand(-1, poly.shape[1], -1)
-    coeff = torch.gather(poly, 2, index).view(b, 2, poly.shape[1], length)
-    out = coeff[:, :, -1]
-    for d in range(poly.shape[1] - 2, -1, -1):
-        out = out * mu + coeff[:, :, d]
-    return torch.complex(out[:, 0], out[:, 1])
+    mu = (positions - base).float().repeat_interleave(2, dim=0)  # one row each for I and Q
+    index = (base.long() - (_HALF_WIDTH - 1)).repeat_interleave(2, dim=0)
+    parts = complex_rows(x)
+    out = torch.gather(fir(parts, _FARROW[-1]), 1, index)
+    for d in range(_FARROW.shape[0] - 2, -1, -1):  # Horner in mu over the polynomial coefficients
+        out = torch.addcmul(torch.gather(fir(parts, _FARROW[d]), 1, index), out, mu)
+    return from_complex_rows(out)
 
 
-def _path_kernels(config: ChannelConfig) -> torch.Tensor:
-    """``[P, 1, W]`` FIRs: output ``n`` of path ``p`` is the input at ``n + margin - delay_p``."""
-    margin = config.multipath_margin() - _HALF_WIDTH
-    kernel = torch.zeros(len(config.path_delays_samples), 1, margin + _HALF_WIDTH + 1)
-    for p, delay in enumerate(config.path_delays_samples):
-        whole = math.floor(margin - delay)
-        taps = farrow_taps(_FARROW, margin - delay - whole)
-        kernel[p, 0, whole - _HALF_WIDTH + 1 : whole + _HALF_WIDTH + 1] = taps
-    return kernel
+def _delay_path(x: torch.Tensor, delay: float, length: int, margin: int) -> torch.Tensor:
+    """``[B, length]`` with output ``n`` = input at ``n + margin - _HALF_WIDTH - delay``: a slice for
+    whole-sample delays, a Farrow fractional-delay FIR otherwise."""
+    lead = margin - _HALF_WIDTH
+    if float(delay).is_integer():
+        start = lead - int(delay)
+        return x[:, start : start + length]
+    whole = math.floor(lead - delay)
+    taps = farrow_taps(_FARROW, lead - delay - whole)
+    first = whole - _HALF_WIDTH + 1
+    return from_complex_rows(fir(complex_rows(x[:, first : first + length + taps.numel() - 1]), taps))
 
 
 def multipath_fading(x: torch.Tensor, keys: torch.Tensor, length: int, config: ChannelConfig) -> torch.Tensor:
@@ -197,14 +190,15 @@ def multipath_fading(x: torch.Tensor, keys: torch.Tensor, length: int, config: C
 
     ``x`` carries ``config.multipath_margin()`` extra samples; returns ``[B, length]``.
     """
-    delayed = _conv_complex(x, _path_kernels(config))[..., :length]  # [B, 2, P, L]
-    amplitudes = torch.tensor(config.path_amplitudes, device=x.device)
-    amplitudes = (amplitudes / amplitudes.pow(2).sum().sqrt())[:, None]
-    gains = torch.view_as_real(_sum_of_sinusoids(keys, len(config.path_delays_samples), length, config))
-    gr, gi = gains[..., 0] * amplitudes, gains[..., 1] * amplitudes  # [B, P, L]
-    real = (delayed[:, 0] * gr - delayed[:, 1] * gi).sum(1)
-    imag = (delayed[:, 0] * gi + delayed[:, 1] * gr).sum(1)
-    return torch.complex(real, imag)
+    amplitudes = torch.tensor(config.path_amplitudes)
+    amplitudes = (amplitudes / amplitudes.pow(2).sum().sqrt()).tolist()
+    gains = _sum_of_sinusoids(keys, len(amplitudes), length, config)  # [B, P, L]
+    margin = config.multipath_margin()
+    out = None
+    for p, delay in enumerate(config.path_delays_samples):
+        path = _delay_path(x, delay, length, margin) * gains[:, p]
+        out = path * amplitudes[p] if out is None else torch.add(out, path, alpha=amplitudes[p])
+    return out
 
 
 def _sum_of_sinusoids(keys: torch.Tensor, paths: int, length: int, config: ChannelConfig) -> torch.Tensor:
@@ -220,9 +214,9 @@ def _sum_of_sinusoids(keys: torch.Tensor, paths: int, length: int, config: Chann
     angles = (2 * math.pi * (torch.arange(n_sin, device=keys.device) + u[..., :1])) / n_sin
     phases = 2 * math.pi * u[..., 1 : 1 + n_sin]
     w = 2 * math.pi * doppler * torch.cos(angles)  # [B, P, N]
-    scattered = torch.exp(1j * (w[..., None] * grid + phases[..., None])).sum(dim=2) / math.sqrt(n_sin)
+    scattered = rng.unit_phasor(w[..., None] * grid + phases[..., None]).sum(dim=2) / math.sqrt(n_sin)
     los_w = 2 * math.pi * doppler * torch.cos(2 * math.pi * u[..., -2:-1])
-    los = torch.exp(1j * (los_w * grid + 2 * math.pi * u[..., -1:]))
+    los = rng.unit_phasor(los_w * grid + 2 * math.pi * u[..., -1:])
     k = config.rician_k
     gains = math.sqrt(k / (k + 1)) * los + math.sqrt(1 / (k + 1)) * scattered  # [B, P, G]
     if step > 1:
@@ -242,7 +236,7 @@ def carrier(x: torch.Tensor, keys: torch.Tensor, config: ChannelConfig) -> torch
     t = torch.arange(x.shape[1], device=x.device, dtype=torch.float32)
     cycles = t * (offset + 0.5 * drift * t)
     phase = 2 * math.pi * (cycles - torch.round(cycles)) + phase0
-    return x * torch.polar(torch.ones_like(phase), phase)
+    return x * rng.unit_phasor(phase)
 
 
 def awgn(clean: torch.Tensor, keys: torch.Tensor, snr_db: torch.Tensor, convention: str = "per_sample") -> torch.Tensor:
@@ -258,7 +252,7 @@ def awgn(clean: torch.Tensor, keys: torch.Tensor, snr_db: torch.Tensor, conventi
         std = torch.sqrt(_power(clean) * torch.pow(10.0, -snr / 10.0))
     else:
         raise ValueError(f"convention must be one of {SNR_CONVENTIONS}, got {convention!r}")
-    return clean + std * rng.complex_normal(keys, Stream.NOISE, clean.shape[1])
+    return clean + rng.complex_normal(keys, Stream.NOISE, clean.shape[1], scale=std)
 
 
 def apply_channel(

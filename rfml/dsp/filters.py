@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def rrc_taps(rolloff: float, samples_per_symbol: int, span_symbols: int = 12) -> torch.Tensor:
@@ -60,7 +61,8 @@ def farrow_coefficients(half_width: int = 8, degree: int = 5, beta: float = 8.0)
 
     Tap ``j`` of a Kaiser-windowed sinc interpolating at fraction ``mu`` in [0, 1) between samples
     ``k`` and ``k + 1`` is ``sum_d C[d, j] * mu**d`` and multiplies sample ``k - half_width + 1 + j``.
-    Degree 5 keeps the error below -75 dB up to 0.3 cycles/sample.
+    Half width 8, degree 5 keeps the error below -75 dB up to 0.3 cycles/sample; half width 6,
+    degree 4, beta 7 below -60 dB.
     """
     mu = np.linspace(0.0, 1.0, 1025)
     offsets = np.arange(-half_width + 1, half_width + 1)
@@ -75,3 +77,36 @@ def farrow_taps(coefficients: torch.Tensor, mu: float) -> torch.Tensor:
     """The ``2 * half_width`` interpolator taps at one fraction ``mu``."""
     powers = mu ** torch.arange(coefficients.shape[0], dtype=torch.float32)
     return (coefficients * powers[:, None]).sum(0)
+
+
+# oneDNN runs a batch of one-channel rows through conv1d an order of magnitude slower than the same
+# rows laid out as the channels of one depthwise convolution, so every FIR here is depthwise.
+
+
+def _per_row(taps: torch.Tensor, rows: int, like: torch.Tensor) -> torch.Tensor:
+    return taps.to(device=like.device, dtype=like.dtype).view(1, 1, -1).expand(rows, 1, -1).contiguous()
+
+
+def fir(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Correlate every real row of ``x [N, n]`` with ``taps [K]``: ``y[n] = sum_j taps[j] x[n + j]``,
+    ``[N, n - K + 1]``."""
+    rows = x.shape[0]
+    return F.conv1d(x.reshape(1, rows, -1), _per_row(taps, rows, x), groups=rows)[0]
+
+
+def upsample_fir(x: torch.Tensor, taps: torch.Tensor, factor: int) -> torch.Tensor:
+    """Zero-stuff every real row of ``x [N, n]`` by ``factor`` and convolve with ``taps [K]``:
+    ``[N, (n - 1) * factor + K]``."""
+    rows = x.shape[0]
+    return F.conv_transpose1d(x.reshape(1, rows, -1), _per_row(taps, rows, x), stride=factor, groups=rows)[0]
+
+
+def complex_rows(x: torch.Tensor) -> torch.Tensor:
+    """complex ``[B, n]`` -> real ``[2B, n]`` with rows I0, Q0, I1, Q1, ..."""
+    return torch.view_as_real(x).transpose(1, 2).reshape(2 * x.shape[0], -1)
+
+
+def from_complex_rows(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`complex_rows`."""
+    pairs = x.view(-1, 2, x.shape[-1])
+    return torch.complex(pairs[:, 0], pairs[:, 1])

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from rfml.dsp import rng
-from rfml.dsp.filters import gaussian_frequency_pulse, rrc_taps
+from rfml.dsp.filters import complex_rows, from_complex_rows, gaussian_frequency_pulse, rrc_taps, upsample_fir
 
 
 class Stream(IntEnum):
@@ -193,15 +193,10 @@ RRC_SPAN = 12  # root-raised-cosine length in symbols
 
 
 def _upsample_filter(values: torch.Tensor, taps: torch.Tensor, samples_per_symbol: int) -> torch.Tensor:
-    """Zero-stuff by ``samples_per_symbol`` and filter with ``taps`` in one polyphase step."""
-    real = torch.view_as_real(values) if values.is_complex() else values[..., None]
-    b, n, parts = real.shape
-    rows = real.permute(0, 2, 1).reshape(b * parts, 1, n)
-    out = F.conv_transpose1d(rows, taps.to(rows.device).view(1, 1, -1), stride=samples_per_symbol)
-    out = out.view(b, parts, -1)
-    if parts == 2:
-        return torch.complex(out[:, 0], out[:, 1])
-    return out[:, 0]
+    """Zero-stuff by ``samples_per_symbol`` and filter with ``taps``, real or complex rows."""
+    if values.is_complex():
+        return from_complex_rows(upsample_fir(complex_rows(values), taps, samples_per_symbol))
+    return upsample_fir(values, taps, samples_per_symbol)
 
 
 def pulse_shape(
@@ -222,10 +217,19 @@ def linear(
     num_samples: int,
     samples_per_symbol: int,
     rolloff: float,
+    row_offset: torch.Tensor | None = None,
+    row_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Random symbols from ``points``, RRC-shaped; unit average power when the points have unit energy."""
+    """Random symbols from ``points``, RRC-shaped; unit average power when the points have unit energy.
+
+    Rows may use different constellations: ``points`` is then several tables end to end and row ``b``
+    draws from ``points[row_offset[b] : row_offset[b] + row_order[b]]``.
+    """
     num_symbols = -(-num_samples // samples_per_symbol) + RRC_SPAN + 1
-    labels = rng.integers(keys, Stream.SYMBOLS, num_symbols, points.numel())
+    if row_order is None:
+        labels = rng.integers(keys, Stream.SYMBOLS, num_symbols, points.numel())
+    else:
+        labels = rng.integers(keys, Stream.SYMBOLS, num_symbols, row_order) + row_offset.to(keys.device)[:, None]
     shaped = pulse_shape(points.to(keys.device)[labels], samples_per_symbol, rolloff)
     start = RRC_SPAN * samples_per_symbol + 1  # skip the filter's start-up transient
     return shaped[:, start : start + num_samples]
@@ -256,7 +260,7 @@ def continuous_phase_fsk(
     frequency = _upsample_filter((2.0 * bits - 1.0).float(), pulse, sps)
     start = pulse.numel()
     phase = torch.cumsum(frequency[:, start : start + num_samples] * (math.pi * modulation_index), dim=1)
-    return torch.polar(torch.ones_like(phase), phase)
+    return rng.unit_phasor(phase)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -301,9 +305,10 @@ def speech_like_message(
     t = torch.arange(num_samples, device=device, dtype=torch.float32).expand(b, -1).contiguous()
     segment = torch.searchsorted(ends.contiguous(), t)
     talking = (segment % 2 == 0).float()
-    ramp = max(int(num_samples / 64), 1)  # soft on/off so gating adds no clicks
-    kernel = torch.full((1, 1, 2 * ramp + 1), 1.0 / (2 * ramp + 1), device=device)
-    envelope = F.conv1d(talking[:, None], kernel, padding=ramp)[:, 0]
+    # soft on/off so gating adds no clicks: a moving average over 2 * ramp + 1 samples
+    ramp = max(num_samples // 64, 1)
+    running = F.pad(torch.cumsum(F.pad(talking, (ramp + 1, ramp), mode="replicate"), dim=1), (1, 0))
+    envelope = (running[:, 2 * ramp + 2 :] - running[:, 1 : -2 * ramp - 1]) / (2 * ramp + 1)
     floor = 10 ** (floor_db / 20)
     return message * (floor + (1 - floor) * envelope)
 
@@ -314,13 +319,15 @@ def analog(
     num_samples: int,
     am_index: float = 0.5,
     fm_deviation: float = 0.125,
+    message: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """AM (``am-dsb-wc``, ``am-dsb-sc``, ``am-ssb-wc``, ``am-ssb-sc``) or ``fm`` of a speech-like
     message. ``fm_deviation`` is the RMS frequency deviation in cycles per sample."""
-    message = speech_like_message(keys, num_samples)
+    if message is None:
+        message = speech_like_message(keys, num_samples)
     if kind == "fm":
         phase = torch.cumsum(message * (2 * math.pi * fm_deviation), dim=1)
-        return torch.polar(torch.ones_like(phase), phase)
+        return rng.unit_phasor(phase)
     if kind.startswith("am-ssb"):
         spectrum = torch.fft.fft(message, dim=1)
         f = torch.fft.fftfreq(num_samples, device=keys.device)
@@ -342,12 +349,62 @@ def modulate(
     rolloff: float,
 ) -> torch.Tensor:
     """Dispatch to the modulator of ``modulation``; ``complex64 [B, num_samples]``."""
-    if modulation.kind == "linear":
-        return linear(keys, constellation(modulation.points), num_samples, samples_per_symbol, rolloff)
-    if modulation.kind == "oqpsk":
-        return offset_qpsk(keys, num_samples, samples_per_symbol, rolloff)
-    if modulation.kind == "fsk":
-        return continuous_phase_fsk(keys, num_samples, samples_per_symbol, modulation.modulation_index, modulation.bt)
-    if modulation.kind == "analog":
-        return analog(keys, modulation.analog, num_samples)
-    raise ValueError(f"unknown modulation kind {modulation.kind!r}")
+    class_index = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
+    return modulate_classes(keys, class_index, [modulation], num_samples, samples_per_symbol, rolloff)
+
+
+def modulate_classes(
+    keys: torch.Tensor,
+    class_index: torch.Tensor,
+    modulations: list[Modulation],
+    num_samples: int,
+    samples_per_symbol: int,
+    rolloff: float,
+) -> torch.Tensor:
+    """Modulate a mixed batch: row ``b`` uses ``modulations[class_index[b]]``.
+
+    Rows are grouped by modulator, not by class: every linear constellation shares one call through a
+    per-row constellation table, all analog rows share one message generator. Each row's output
+    depends only on its key and its modulation, never on the rest of the batch.
+    """
+    out = torch.empty(keys.shape[0], num_samples, dtype=torch.complex64, device=keys.device)
+    present = torch.unique(class_index).tolist()
+
+    def rows_of(classes: list[int]) -> torch.Tensor:
+        lookup = torch.zeros(len(modulations), dtype=torch.bool, device=keys.device)
+        lookup[classes] = True
+        return torch.nonzero(lookup[class_index]).squeeze(1)
+
+    linear_classes = [c for c in present if modulations[c].kind == "linear"]
+    if linear_classes:
+        tables = [constellation(modulations[c].points) for c in linear_classes]
+        offset = torch.zeros(len(modulations), dtype=torch.int64)
+        order = torch.ones(len(modulations), dtype=torch.int64)
+        offset[linear_classes] = torch.tensor(np.cumsum([0] + [t.numel() for t in tables[:-1]]), dtype=torch.int64)
+        order[linear_classes] = torch.tensor([t.numel() for t in tables])
+        rows = rows_of(linear_classes)
+        row_class = class_index[rows].cpu()
+        out[rows] = linear(
+            keys[rows], torch.cat(tables), num_samples, samples_per_symbol, rolloff, offset[row_class], order[row_class]
+        )
+    analog_classes = [c for c in present if modulations[c].kind == "analog"]
+    if analog_classes:
+        rows = rows_of(analog_classes)
+        message = speech_like_message(keys[rows], num_samples)
+        for c in analog_classes:
+            mine = torch.nonzero(class_index[rows] == c).squeeze(1)
+            out[rows[mine]] = analog(keys[rows[mine]], modulations[c].analog, num_samples, message=message[mine])
+    for c in present:
+        modulation = modulations[c]
+        if modulation.kind in ("linear", "analog"):
+            continue
+        rows = rows_of([c])
+        if modulation.kind == "oqpsk":
+            out[rows] = offset_qpsk(keys[rows], num_samples, samples_per_symbol, rolloff)
+        elif modulation.kind == "fsk":
+            out[rows] = continuous_phase_fsk(
+                keys[rows], num_samples, samples_per_symbol, modulation.modulation_index, modulation.bt
+            )
+        else:
+            raise ValueError(f"unknown modulation kind {modulation.kind!r}")
+    return out

@@ -64,20 +64,41 @@ def uniform(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     return _unit_floats(random_bits(keys, stream, n), 40)
 
 
-def integers(keys: torch.Tensor, stream: int, n: int, high: int) -> torch.Tensor:
-    """``[B, n]`` int64 uniform on ``0 .. high-1`` (multiply-shift on 32 bits; bias < high / 2**32)."""
-    if high < 1:
+def integers(keys: torch.Tensor, stream: int, n: int, high: int | torch.Tensor) -> torch.Tensor:
+    """``[B, n]`` int64 uniform on ``0 .. high-1``; ``high`` is an int or one per row ``[B]``.
+
+    Multiply-shift on 32 random bits (bias < high / 2**32). A row's draws depend only on its key and
+    its ``high``, so rows with different ranges can share one call.
+    """
+    if isinstance(high, torch.Tensor):
+        if high.numel() and int(high.min()) < 1:
+            raise ValueError(f"high must be >= 1, got {int(high.min())}")
+        high = high.to(device=keys.device, dtype=torch.int64)[:, None]
+    elif high < 1:
         raise ValueError(f"high must be >= 1, got {high}")
     low32 = random_bits(keys, stream, n) & 0xFFFFFFFF
     return (low32 * high) >> 32
 
 
-def complex_normal(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
-    """``[B, n]`` complex64 circular Gaussian with E|z|^2 = 1 (Box-Muller, one word per value)."""
+def complex_normal(keys: torch.Tensor, stream: int, n: int, scale: torch.Tensor | float | None = None) -> torch.Tensor:
+    """``[B, n]`` complex64 circular Gaussian with E|z|^2 = 1, times ``scale`` (e.g. ``[B, 1]``).
+
+    Box-Muller with one 64-bit word per value (24 bits for the radius, 24 for the angle).
+    """
     words = random_bits(keys, stream, n)
     radius = torch.sqrt(-torch.log(_unit_floats(words, 40)))  # |z|^2 ~ Exp(1)
+    if scale is not None:
+        radius = radius * scale
     angle = _unit_floats(words, 8) * (2 * math.pi)
-    return torch.polar(radius, angle)
+    return unit_phasor(angle, radius)
+
+
+def unit_phasor(angle: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
+    """``radius * exp(1j * angle)`` as complex64; several times faster than ``torch.polar`` on CPU."""
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    if radius is not None:
+        cos, sin = cos * radius, sin * radius
+    return torch.complex(cos, sin)
 
 
 def normal(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:

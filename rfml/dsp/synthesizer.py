@@ -14,7 +14,7 @@ import torch
 
 from rfml.dsp import rng
 from rfml.dsp.channel import ChannelConfig, apply_channel, channel_preset
-from rfml.dsp.modulate import MODULATIONS, modulate
+from rfml.dsp.modulate import MODULATIONS, modulate_classes
 
 CLASSES_RML2016A: list[str] = [
     "8PSK", "AM-DSB", "AM-SSB", "BPSK", "CPFSK", "GFSK", "PAM4", "QAM16", "QAM64", "QPSK", "WBFM",
@@ -45,6 +45,9 @@ def _finite_number(value: object, name: str) -> float:
 class Synthesizer:
     """Batched RF example generator.
 
+    ``chunk_samples`` (class attribute) bounds the complex samples processed at once; it changes
+    speed and memory only, never the output.
+
     Args:
         classes: class names (any of :data:`rfml.dsp.modulate.MODULATIONS`) or a class-set name
             (``"rml2016.10a"``, ``"rml2016.10b"``, ``"rml2018.01a"``).
@@ -56,6 +59,8 @@ class Synthesizer:
         seed: the dataset seed.
         rolloff: root-raised-cosine roll-off of the linear modulations.
     """
+
+    chunk_samples = 1 << 20
 
     def __init__(
         self,
@@ -136,23 +141,28 @@ class Synthesizer:
             snr = torch.full_like(snr, _finite_number(snr_db, "snr_db"))
         keys = rng.example_keys(self.seed, idx)
 
-        noisy = torch.empty(idx.numel(), self.length, dtype=torch.complex64, device=idx.device)
-        clean = torch.empty_like(noisy) if return_clean else None
-        num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
-        for c in torch.unique(y).tolist():
-            rows = torch.nonzero(y == c).squeeze(1)
-            signal = modulate(keys[rows], MODULATIONS[self.classes[c]], num_in, self.samples_per_symbol, self.rolloff)
-            x, x_clean = apply_channel(signal, keys[rows], self.length, snr[rows], self.channel)
-            noisy[rows] = x
+        x = torch.empty(idx.numel(), 2, self.length, device=idx.device)
+        clean = torch.empty_like(x) if return_clean else None
+        # Work in row chunks that keep the intermediate tensors cache-sized; rows are independent.
+        rows = max(1, self.chunk_samples // self.length)
+        for first in range(0, idx.numel(), rows):
+            part = slice(first, first + rows)
+            noisy_part, clean_part = self._synthesize(keys[part], y[part], snr[part])
+            x[part] = _to_iq(noisy_part)
             if clean is not None:
-                clean[rows] = x_clean
-
-        out = {"x": _to_iq(noisy), "y": y, "snr": torch.round(snr).to(torch.int64)}
+                clean[part] = _to_iq(clean_part)
+        out = {"x": x, "y": y, "snr": torch.round(snr).to(torch.int64)}
         if clean is not None:
-            out["clean"] = _to_iq(clean)
+            out["clean"] = clean
         return out
+
+    def _synthesize(self, keys: torch.Tensor, y: torch.Tensor, snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
+        modulations = [MODULATIONS[name] for name in self.classes]
+        signal = modulate_classes(keys, y, modulations, num_in, self.samples_per_symbol, self.rolloff)
+        return apply_channel(signal, keys, self.length, snr, self.channel)
 
 
 def _to_iq(x: torch.Tensor) -> torch.Tensor:
-    """complex [B, L] -> float32 [B, 2, L] (row 0 = I, row 1 = Q)."""
-    return torch.view_as_real(x).permute(0, 2, 1).contiguous()
+    """complex [B, L] -> float32 [B, 2, L] view (row 0 = I, row 1 = Q)."""
+    return torch.view_as_real(x).permute(0, 2, 1)
