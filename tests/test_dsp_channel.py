@@ -13,8 +13,14 @@ from rfml.dsp import channel as ch
 
 
 def tone(batch: int, length: int, frequency: float) -> torch.Tensor:
+    """A unit complex tone as ``[B, 2, L]`` IQ."""
     t = torch.arange(length, dtype=torch.float64)
-    return torch.exp(2j * math.pi * frequency * t).to(torch.complex64).expand(batch, -1).contiguous()
+    angle = 2 * math.pi * frequency * t
+    return torch.stack([torch.cos(angle), torch.sin(angle)]).float().expand(batch, -1, -1).contiguous()
+
+
+def as_complex(iq: torch.Tensor) -> torch.Tensor:
+    return torch.complex(iq[:, 0].double(), iq[:, 1].double())
 
 
 def test_resample_applies_the_drawn_rate_offset_to_within_a_ppm() -> None:
@@ -22,7 +28,7 @@ def test_resample_applies_the_drawn_rate_offset_to_within_a_ppm() -> None:
     keys = rng.example_keys(1, torch.arange(64))
     frequency, length = 0.05, 2048
     x = tone(64, config.input_length(length, 8), frequency)
-    y = ch.resample(x, keys, length, config).to(torch.complex128)
+    y = as_complex(ch.resample(x, keys, length, config))
     measured_ppm = (torch.angle(y[:, 1:] * y[:, :-1].conj()).mean(1) / (2 * math.pi * frequency) - 1) * 1e6
     drawn = rng.uniform(keys, ch.Stream.SAMPLE_RATE, 2)[:, 0].double()
     expected_ppm = (2 * drawn - 1) * 500.0
@@ -34,7 +40,7 @@ def test_resample_applies_the_drawn_rate_offset_to_within_a_ppm() -> None:
 def test_carrier_offset_shifts_a_tone_by_the_drawn_frequency() -> None:
     config = ChannelConfig(sample_rate_hz=1e6, carrier_offset_max_hz=20e3, random_phase=True)
     keys = rng.example_keys(2, torch.arange(32))
-    y = ch.carrier(tone(32, 4096, 0.0), keys, config).to(torch.complex128)
+    y = as_complex(ch.carrier(tone(32, 4096, 0.0), keys, config))
     measured_hz = torch.angle(y[:, 1:] * y[:, :-1].conj()).mean(1) / (2 * math.pi) * 1e6
     draws = rng.uniform(keys, ch.Stream.CARRIER, 3).double()
     torch.testing.assert_close(measured_hz, (2 * draws[:, 0] - 1) * 20e3, atol=1.0, rtol=0)
@@ -46,7 +52,8 @@ def test_carrier_offset_shifts_a_tone_by_the_drawn_frequency() -> None:
 def test_fading_gains_have_unit_power_and_rician_fourth_moment(k: float) -> None:
     config = ChannelConfig(sample_rate_hz=1e6, max_doppler_hz=100.0, rician_k=k, num_sinusoids=8)
     keys = rng.example_keys(3, torch.arange(20000))
-    gains = ch._sum_of_sinusoids(keys, 1, 64, config)[:, 0, 0].to(torch.complex128)
+    real, imag = ch._sum_of_sinusoids(keys, 1, 64, config)
+    gains = torch.complex(real[:, 0, 0].double(), imag[:, 0, 0].double())
     los, scattered = k / (k + 1), 1 / (k + 1)
     # |g|^4 of a LOS phasor plus a sum of N random-phase phasors: exact finite-N moment
     fourth = los**2 + 4 * los * scattered + scattered**2 * (2 - 1 / config.num_sinusoids)
@@ -57,7 +64,8 @@ def test_fading_gains_have_unit_power_and_rician_fourth_moment(k: float) -> None
 def test_fading_gain_spectrum_stays_within_max_doppler() -> None:
     config = ChannelConfig(sample_rate_hz=1e4, max_doppler_hz=50.0, rician_k=0.0)
     keys = rng.example_keys(4, torch.arange(256))
-    gains = ch._sum_of_sinusoids(keys, 1, 8192, config)[:, 0]
+    real, imag = ch._sum_of_sinusoids(keys, 1, 8192, config)
+    gains = torch.complex(real[:, 0], imag[:, 0])
     spectrum = torch.fft.fft(gains * torch.hann_window(8192), dim=1).abs().pow(2).mean(0)
     freqs_hz = torch.fft.fftfreq(8192, d=1 / 1e4)
     inside = spectrum[freqs_hz.abs() <= 55.0].sum() / spectrum.sum()
@@ -70,10 +78,10 @@ def test_multipath_delays_follow_the_power_delay_profile() -> None:
     config = ChannelConfig(path_delays_samples=(0.0, 3.0, 7.0), path_amplitudes=(1.0, 0.5, 0.25), max_doppler_hz=0.0)
     keys = rng.example_keys(5, torch.arange(4000))
     margin, length = config.multipath_margin(), 32
-    x = torch.zeros(4000, length + margin, dtype=torch.complex64)
-    x[:, margin - ch._HALF_WIDTH + 10] = 1.0  # arrives at output sample 10 on the direct path
+    x = torch.zeros(4000, 2, length + margin)
+    x[:, 0, margin - ch._HALF_WIDTH + 10] = 1.0  # arrives at output sample 10 on the direct path
     y = ch.multipath_fading(x, keys, length, config)
-    power = y.abs().pow(2).mean(0)
+    power = y.pow(2).sum(1).mean(0)
     profile = power[[10, 13, 17]] / power.sum()
     expected = torch.tensor([1.0, 0.25, 0.0625]) / 1.3125
     torch.testing.assert_close(profile, expected, atol=0.02, rtol=0)
@@ -82,7 +90,7 @@ def test_multipath_delays_follow_the_power_delay_profile() -> None:
 def test_iq_imbalance_image_matches_gain_and_phase() -> None:
     config = ChannelConfig(iq_amplitude_imbalance_max_db=2.0, iq_phase_imbalance_max_deg=10.0)
     keys = rng.example_keys(6, torch.arange(16))
-    y = ch.iq_imbalance(tone(16, 1024, 0.125), keys, config).to(torch.complex128)
+    y = as_complex(ch.iq_imbalance(tone(16, 1024, 0.125), keys, config))
     spectrum = torch.fft.fft(y, dim=1).abs().pow(2)
     image_ratio = spectrum[:, 1024 - 128] / spectrum[:, 128]
     draws = rng.uniform(keys, ch.Stream.IQ_IMBALANCE, 2).double() * 2 - 1

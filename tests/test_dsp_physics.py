@@ -62,9 +62,9 @@ def test_awgn_symbol_error_rate_matches_closed_form(name: str) -> None:
         keys = rng.example_keys(100 + point, torch.arange(frames))
         snr_db = torch.full((frames,), esn0 - 10 * math.log10(sps))  # the documented SNR definition
         assert esn0_db(float(snr_db[0]), sps) == pytest.approx(esn0)
-        noisy = awgn(signal, keys, snr_db)
-        parts = torch.view_as_real(noisy).permute(0, 2, 1).reshape(-1, 1, noisy.shape[1])
-        filtered = F.conv1d(parts, mf.view(1, 1, -1)).view(frames, 2, -1)
+        iq = torch.view_as_real(signal).transpose(1, 2).contiguous()
+        noisy = awgn(iq, keys, snr_db)
+        filtered = F.conv1d(noisy.reshape(-1, 1, noisy.shape[-1]), mf.view(1, 1, -1)).view(frames, 2, -1)
         # symbol k peaks at k*sps + (taps-1)/2 - edge; the matched filter adds another (taps-1)/2
         first = RRC_SPAN  # the first symbol whose whole pulse lies in the cropped frame
         centres = filtered[:, :, first * sps - edge :: sps]

@@ -143,14 +143,13 @@ class Synthesizer:
 
         x = torch.empty(idx.numel(), 2, self.length, device=idx.device)
         clean = torch.empty_like(x) if return_clean else None
-        # Work in row chunks that keep the intermediate tensors cache-sized; rows are independent.
+        # Work in row chunks that bound the intermediate tensors; rows are independent.
         rows = max(1, self.chunk_samples // self.length)
         for first in range(0, idx.numel(), rows):
             part = slice(first, first + rows)
-            noisy_part, clean_part = self._synthesize(keys[part], y[part], snr[part])
-            x[part] = _to_iq(noisy_part)
+            x[part], clean_part = self._synthesize(keys[part], y[part], snr[part])
             if clean is not None:
-                clean[part] = _to_iq(clean_part)
+                clean[part] = clean_part
         out = {"x": x, "y": y, "snr": torch.round(snr).to(torch.int64)}
         if clean is not None:
             out["clean"] = clean
@@ -160,9 +159,9 @@ class Synthesizer:
         num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
         modulations = [MODULATIONS[name] for name in self.classes]
         signal = modulate_classes(keys, y, modulations, num_in, self.samples_per_symbol, self.rolloff)
-        return apply_channel(signal, keys, self.length, snr, self.channel)
+        return apply_channel(_to_iq(signal), keys, self.length, snr, self.channel)
 
 
 def _to_iq(x: torch.Tensor) -> torch.Tensor:
-    """complex [B, L] -> float32 [B, 2, L] view (row 0 = I, row 1 = Q)."""
-    return torch.view_as_real(x).permute(0, 2, 1)
+    """complex [B, L] -> contiguous float32 [B, 2, L] (row 0 = I, row 1 = Q)."""
+    return torch.view_as_real(x).transpose(1, 2).contiguous()
