@@ -132,6 +132,12 @@ def esn0_db(snr_db: float, samples_per_symbol: int) -> float:
     return snr_db + 10.0 * math.log10(samples_per_symbol)
 
 
+def _from_db(db: torch.Tensor, per_decade: float) -> torch.Tensor:
+    """``10 ** (db / per_decade)`` via ``exp``: torch's vectorised and scalar ``pow`` kernels round
+    differently, which would make a row's bits depend on its position in the batch; ``exp`` agrees."""
+    return torch.exp(db * (math.log(10.0) / per_decade))
+
+
 def _signed_uniform(keys: torch.Tensor, stream: int, n: int, limit: float) -> torch.Tensor:
     return (2.0 * rng.uniform(keys, stream, n) - 1.0) * limit
 
@@ -158,7 +164,7 @@ def iq_imbalance(iq: torch.Tensor, keys: torch.Tensor, config: ChannelConfig) ->
     """Transmitter IQ imbalance: ``I' = I``, ``Q' = g (Q cos(phi) - I sin(phi))`` per example, i.e.
     ``mu*x + nu*conj(x)`` with ``mu = (1 + g e^{-j phi}) / 2`` and ``nu = (1 - g e^{j phi}) / 2``."""
     draws = _signed_uniform(keys, Stream.IQ_IMBALANCE, 2, 1.0)
-    gain = 10 ** (draws[:, :1] * config.iq_amplitude_imbalance_max_db / 20)
+    gain = _from_db(draws[:, :1] * config.iq_amplitude_imbalance_max_db, 20.0)
     phi = draws[:, 1:] * math.radians(config.iq_phase_imbalance_max_deg)
     out = iq.clone()
     out[:, 1].mul_(gain * torch.cos(phi)).addcmul_(iq[:, 0], gain * torch.sin(phi), value=-1.0)
@@ -278,9 +284,9 @@ def awgn(clean: torch.Tensor, keys: torch.Tensor, snr_db: torch.Tensor, conventi
     """
     snr = snr_db.to(device=clean.device, dtype=torch.float32).view(-1, 1)
     if convention == "gnuradio":
-        std = torch.pow(10.0, -snr / 10.0)
+        std = _from_db(-snr, 10.0)
     elif convention == "per_sample":
-        std = torch.sqrt(power(clean).view(-1, 1) * torch.pow(10.0, -snr / 10.0))
+        std = torch.sqrt(power(clean).view(-1, 1) * _from_db(-snr, 10.0))
     else:
         raise ValueError(f"convention must be one of {SNR_CONVENTIONS}, got {convention!r}")
     return clean + rng.complex_normal_iq(keys, Stream.NOISE, clean.shape[-1], scale=std)
