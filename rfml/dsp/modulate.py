@@ -1,6 +1,7 @@
-"""Batched digital and analog modulators producing complex baseband at unit average power.
+"""Batched digital and analog modulators producing baseband IQ at unit average power.
 
-Every modulator takes per-example keys (see :mod:`rfml.dsp.rng`) and returns ``complex64 [B, n]``.
+Every modulator takes per-example keys (see :mod:`rfml.dsp.rng`) and returns real ``[B, 2, n]``
+(row 0 = I, row 1 = Q), the layout the channel and the data contract use.
 Digital: linear constellations with root-raised-cosine shaping, offset QPSK, and continuous-phase
 FSK (CPFSK, GFSK, GMSK). Analog: AM (DSB/SSB, with or without carrier) and FM from a band-limited,
 speech-like random message with silent stretches.
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from rfml.dsp import rng
-from rfml.dsp.filters import complex_rows, from_complex_rows, gaussian_frequency_pulse, rrc_taps, upsample_fir
+from rfml.dsp.filters import gaussian_frequency_pulse, rrc_taps, upsample_fir
 
 
 class Stream(IntEnum):
@@ -192,23 +193,22 @@ MODULATIONS: dict[str, Modulation] = {
 RRC_SPAN = 12  # root-raised-cosine length in symbols
 
 
-def _upsample_filter(values: torch.Tensor, taps: torch.Tensor, samples_per_symbol: int) -> torch.Tensor:
-    """Zero-stuff by ``samples_per_symbol`` and filter with ``taps``, real or complex rows."""
-    if values.is_complex():
-        return from_complex_rows(upsample_fir(complex_rows(values), taps, samples_per_symbol))
-    return upsample_fir(values, taps, samples_per_symbol)
+def _phasor_iq(phase: torch.Tensor) -> torch.Tensor:
+    """``exp(1j * phase)`` for real ``phase [B, n]`` as IQ ``[B, 2, n]``."""
+    return torch.stack([torch.cos(phase), torch.sin(phase)], dim=1)
 
 
 def pulse_shape(
     symbols: torch.Tensor, samples_per_symbol: int, rolloff: float, span_symbols: int = RRC_SPAN
 ) -> torch.Tensor:
-    """RRC-shape complex ``symbols [B, N]`` -> ``[B, (N - 1) * sps + taps]``, full convolution.
+    """RRC-shape complex ``symbols [B, N]`` -> IQ ``[B, 2, (N - 1) * sps + taps]``, full convolution.
 
     The taps are scaled by ``sqrt(samples_per_symbol)``, so unit-energy symbols give unit average
     power. Symbol ``k`` peaks at sample ``k * sps + (taps - 1) / 2``.
     """
     taps = rrc_taps(rolloff, samples_per_symbol, span_symbols) * math.sqrt(samples_per_symbol)
-    return _upsample_filter(symbols, taps, samples_per_symbol)
+    rows = torch.view_as_real(symbols).transpose(1, 2).reshape(2 * symbols.shape[0], -1)
+    return upsample_fir(rows, taps, samples_per_symbol).view(symbols.shape[0], 2, -1)
 
 
 def linear(
@@ -232,14 +232,14 @@ def linear(
         labels = rng.integers(keys, Stream.SYMBOLS, num_symbols, row_order) + row_offset.to(keys.device)[:, None]
     shaped = pulse_shape(points.to(keys.device)[labels], samples_per_symbol, rolloff)
     start = RRC_SPAN * samples_per_symbol + 1  # skip the filter's start-up transient
-    return shaped[:, start : start + num_samples]
+    return shaped[:, :, start : start + num_samples]
 
 
 def offset_qpsk(keys: torch.Tensor, num_samples: int, samples_per_symbol: int, rolloff: float) -> torch.Tensor:
     """QPSK with the quadrature rail delayed by half a symbol."""
     delay = samples_per_symbol // 2
     x = linear(keys, constellation("qpsk"), num_samples + delay, samples_per_symbol, rolloff)
-    return torch.complex(x.real[:, delay:], x.imag[:, :num_samples])
+    return torch.stack([x[:, 0, delay:], x[:, 1, :num_samples]], dim=1)
 
 
 def continuous_phase_fsk(
@@ -257,10 +257,10 @@ def continuous_phase_fsk(
         pulse = torch.full((sps,), 1.0 / sps)
     num_symbols = -(-num_samples // sps) + pulse.numel() // sps + 2
     bits = rng.integers(keys, Stream.SYMBOLS, num_symbols, 2)
-    frequency = _upsample_filter((2.0 * bits - 1.0).float(), pulse, sps)
+    frequency = upsample_fir((2.0 * bits - 1.0).float(), pulse, sps)
     start = pulse.numel()
     phase = torch.cumsum(frequency[:, start : start + num_samples] * (math.pi * modulation_index), dim=1)
-    return rng.unit_phasor(phase)
+    return _phasor_iq(phase)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,19 +326,20 @@ def analog(
     if message is None:
         message = speech_like_message(keys, num_samples)
     if kind == "fm":
-        phase = torch.cumsum(message * (2 * math.pi * fm_deviation), dim=1)
-        return rng.unit_phasor(phase)
+        return _phasor_iq(torch.cumsum(message * (2 * math.pi * fm_deviation), dim=1))
     if kind.startswith("am-ssb"):
         spectrum = torch.fft.fft(message, dim=1)
         f = torch.fft.fftfreq(num_samples, device=keys.device)
-        baseband = torch.fft.ifft(spectrum * (2.0 * (f > 0) + (f == 0)), dim=1)  # analytic: upper sideband
+        analytic = torch.fft.ifft(spectrum * (2.0 * (f > 0) + (f == 0)), dim=1)  # upper sideband
+        iq = torch.view_as_real(analytic.to(torch.complex64)).transpose(1, 2).contiguous()
     elif kind.startswith("am-dsb"):
-        baseband = torch.complex(message, torch.zeros_like(message))
+        iq = torch.stack([message, torch.zeros_like(message)], dim=1)
     else:
         raise ValueError(f"unknown analog modulation {kind!r}")
     if kind.endswith("-wc"):
-        baseband = 1.0 + am_index * baseband
-    return baseband.to(torch.complex64)
+        iq = iq * am_index
+        iq[:, 0] += 1.0
+    return iq
 
 
 def modulate(
@@ -348,7 +349,7 @@ def modulate(
     samples_per_symbol: int,
     rolloff: float,
 ) -> torch.Tensor:
-    """Dispatch to the modulator of ``modulation``; ``complex64 [B, num_samples]``."""
+    """Dispatch to the modulator of ``modulation``; IQ ``[B, 2, num_samples]``."""
     class_index = torch.zeros(keys.shape[0], dtype=torch.int64, device=keys.device)
     return modulate_classes(keys, class_index, [modulation], num_samples, samples_per_symbol, rolloff)
 
@@ -367,7 +368,7 @@ def modulate_classes(
     per-row constellation table, all analog rows share one message generator. Each row's output
     depends only on its key and its modulation, never on the rest of the batch.
     """
-    out = torch.empty(keys.shape[0], num_samples, dtype=torch.complex64, device=keys.device)
+    out = torch.empty(keys.shape[0], 2, num_samples, device=keys.device)
     present = torch.unique(class_index).tolist()
 
     def rows_of(classes: list[int]) -> torch.Tensor:

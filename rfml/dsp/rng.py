@@ -81,24 +81,12 @@ def integers(keys: torch.Tensor, stream: int, n: int, high: int | torch.Tensor) 
 
 
 def complex_normal(keys: torch.Tensor, stream: int, n: int, scale: torch.Tensor | float | None = None) -> torch.Tensor:
-    """``[B, n]`` complex64 circular Gaussian with E|z|^2 = 1, times ``scale`` (e.g. ``[B, 1]``).
+    """Circular Gaussian with E|z|^2 = 1, times ``scale`` (e.g. ``[B, 1]``), as IQ ``[B, 2, n]``.
 
     Box-Muller with one 64-bit word per value (24 bits for the radius, 24 for the angle).
     """
     words = random_bits(keys, stream, n)
     radius = torch.sqrt(-torch.log(_unit_floats(words, 40)))  # |z|^2 ~ Exp(1)
-    if scale is not None:
-        radius = radius * scale
-    angle = _unit_floats(words, 8) * (2 * math.pi)
-    return unit_phasor(angle, radius)
-
-
-def complex_normal_iq(
-    keys: torch.Tensor, stream: int, n: int, scale: torch.Tensor | float | None = None
-) -> torch.Tensor:
-    """The values of :func:`complex_normal` as real ``[B, 2, n]`` (row 0 real, row 1 imaginary)."""
-    words = random_bits(keys, stream, n)
-    radius = torch.sqrt(-torch.log(_unit_floats(words, 40)))
     if scale is not None:
         radius = radius * scale
     angle = _unit_floats(words, 8) * (2 * math.pi)
@@ -108,15 +96,7 @@ def complex_normal_iq(
     return out
 
 
-def unit_phasor(angle: torch.Tensor, radius: torch.Tensor | None = None) -> torch.Tensor:
-    """``radius * exp(1j * angle)`` as complex64; several times faster than ``torch.polar`` on CPU."""
-    cos, sin = torch.cos(angle), torch.sin(angle)
-    if radius is not None:
-        cos, sin = cos * radius, sin * radius
-    return torch.complex(cos, sin)
-
-
 def normal(keys: torch.Tensor, stream: int, n: int) -> torch.Tensor:
     """``[B, n]`` float32 standard normal."""
     z = complex_normal(keys, stream, (n + 1) // 2)
-    return torch.view_as_real(z).reshape(z.shape[0], -1)[:, :n] * math.sqrt(2.0)
+    return z.reshape(z.shape[0], -1)[:, :n] * math.sqrt(2.0)

@@ -159,9 +159,4 @@ class Synthesizer:
         num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
         modulations = [MODULATIONS[name] for name in self.classes]
         signal = modulate_classes(keys, y, modulations, num_in, self.samples_per_symbol, self.rolloff)
-        return apply_channel(_to_iq(signal), keys, self.length, snr, self.channel)
-
-
-def _to_iq(x: torch.Tensor) -> torch.Tensor:
-    """complex [B, L] -> contiguous float32 [B, 2, L] (row 0 = I, row 1 = Q)."""
-    return torch.view_as_real(x).transpose(1, 2).contiguous()
+        return apply_channel(signal, keys, self.length, snr, self.channel)

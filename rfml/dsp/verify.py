@@ -59,8 +59,7 @@ def measure_symbol_error_rate(
     per_frame = math.ceil(min_errors / expected / frames) + 2 * RRC_SPAN
     labels = torch.randint(points.numel(), (frames, per_frame), generator=torch.Generator().manual_seed(seed))
     edge = RRC_SPAN * sps  # cut the ramps at both ends: the frame holds only steady-state signal
-    signal = pulse_shape(points[labels], sps, rolloff)[:, edge:-edge]
-    iq = torch.view_as_real(signal).transpose(1, 2).contiguous()
+    iq = pulse_shape(points[labels], sps, rolloff)[:, :, edge:-edge]
     snr_db = torch.full((frames,), esn0_db - 10 * math.log10(sps))
     noisy = awgn(iq, rng.example_keys(1000 + seed, torch.arange(frames)), snr_db)
     matched = rrc_taps(rolloff, sps, RRC_SPAN).view(1, 1, -1)
