@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from rfml.dsp import CLASSES_RML2016A, CLASSES_RML2018A, Synthesizer, esn0_db
 from rfml.dsp.verify import (
+    SER_CHECK_POINTS,
     measure_symbol_error_rate,
     measured_snr_db,
     occupied_bandwidth,
@@ -18,14 +19,6 @@ from rfml.dsp.verify import (
     rrc_occupied_bandwidth,
     symbol_error_rate,
 )
-
-# Es/N0 (dB) points where the SER lies between about 1e-1 and 1e-3.
-SER_POINTS = {
-    "BPSK": (0.5, 4.0, 6.5),
-    "QPSK": (5.0, 8.0, 10.0),
-    "16QAM": (13.0, 15.5, 17.5),
-    "64QAM": (19.5, 22.0, 23.5),
-}
 
 
 def test_closed_form_symbol_error_rates() -> None:
@@ -40,10 +33,10 @@ def test_closed_form_symbol_error_rates() -> None:
         symbol_error_rate("8PSK", 10.0)
 
 
-@pytest.mark.parametrize("name", list(SER_POINTS))
+@pytest.mark.parametrize("name", list(SER_CHECK_POINTS))
 def test_awgn_symbol_error_rate_matches_closed_form(name: str) -> None:
     assert esn0_db(0.0, 4) == pytest.approx(6.0206, abs=1e-4)  # the SNR definition the measurement uses
-    for point, esn0 in enumerate(SER_POINTS[name]):
+    for point, esn0 in enumerate(SER_CHECK_POINTS[name]):
         expected = symbol_error_rate(name, esn0)
         assert 1e-3 <= expected <= 1e-1
         measured, errors = measure_symbol_error_rate(name, esn0, min_errors=2000, seed=point)

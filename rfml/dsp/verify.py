@@ -20,6 +20,13 @@ from rfml.dsp.filters import rrc_taps
 from rfml.dsp.modulate import RRC_SPAN, constellation, pulse_shape
 
 SER_CONSTELLATIONS = {"BPSK": "psk2", "QPSK": "qpsk", "16QAM": "qam16", "64QAM": "qam64"}
+# Es/N0 (dB) points where each closed-form SER lies between about 1e-1 and 1e-3.
+SER_CHECK_POINTS = {
+    "BPSK": (0.5, 4.0, 6.5),
+    "QPSK": (5.0, 8.0, 10.0),
+    "16QAM": (13.0, 15.5, 17.5),
+    "64QAM": (19.5, 22.0, 23.5),
+}
 
 
 def _q(x: float) -> float:
