@@ -28,15 +28,14 @@ def summarise(synth: Synthesizer, per_key: int, batch_size: int) -> dict:
     total = num_classes * num_snrs * per_key
     measured = torch.zeros(num_classes, num_snrs, dtype=torch.float64)
     papr = torch.zeros(num_classes, dtype=torch.float64)
-    snr_index = {s: i for i, s in enumerate(synth.snrs)}
     start = time.perf_counter()
     with tqdm(total=total, unit="ex", desc="generating", unit_scale=True) as bar:
         for first in range(0, total, batch_size):
-            batch = synth.generate(range(first, min(first + batch_size, total)), return_clean=True)
+            indices = torch.arange(first, min(first + batch_size, total))
+            batch = synth.generate(indices, return_clean=True)
             clean, noise = batch["clean"], batch["x"] - batch["clean"]
             snr = 10 * torch.log10(clean.pow(2).sum((1, 2)) / noise.pow(2).sum((1, 2))).double()
-            cols = torch.tensor([snr_index[float(s)] for s in batch["snr"].tolist()])
-            measured.index_put_((batch["y"], cols), snr, accumulate=True)
+            measured.index_put_((batch["y"], synth.snr_index(indices)), snr, accumulate=True)
             power = clean.pow(2).sum(1)
             papr.index_add_(0, batch["y"], (10 * torch.log10(power.max(1).values / power.mean(1))).double())
             bar.update(len(batch["y"]))

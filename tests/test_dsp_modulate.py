@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rfml.dsp import MODULATIONS, constellation, rng
-from rfml.dsp.modulate import continuous_phase_fsk, offset_qpsk, speech_like_message
+from rfml.dsp.modulate import continuous_phase_fsk, modulate, offset_qpsk, speech_like_message
 
 
 def as_complex(iq: torch.Tensor) -> torch.Tensor:
@@ -54,8 +54,6 @@ def test_square_qam_and_psk_geometry() -> None:
 def test_every_modulation_produces_unit_power_frames() -> None:
     keys = rng.example_keys(0, torch.arange(32))
     for name, modulation in MODULATIONS.items():
-        from rfml.dsp.modulate import modulate
-
         x = modulate(keys, modulation, 512, 8, 0.35)
         assert x.shape == (32, 2, 512) and x.dtype == torch.float32
         power = float(x.pow(2).sum(1).mean())
@@ -84,8 +82,6 @@ def test_offset_qpsk_envelope_avoids_zero_crossings() -> None:
     keys = rng.example_keys(4, torch.arange(64))
     oqpsk = as_complex(offset_qpsk(keys, 4096, 8, 0.35))
     qpsk_name = MODULATIONS["QPSK"]
-    from rfml.dsp.modulate import modulate
-
     qpsk = as_complex(modulate(keys, qpsk_name, 4096, 8, 0.35))
     # the half-symbol offset means I and Q never switch together: far fewer deep envelope nulls
     assert float((oqpsk.abs() < 0.1).float().mean()) < 0.25 * float((qpsk.abs() < 0.1).float().mean())

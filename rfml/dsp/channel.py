@@ -25,7 +25,7 @@ import torch
 
 from rfml.dsp import rng
 from rfml.dsp.filters import farrow_coefficients, farrow_taps, fir, taylor_taps
-from rfml.dsp.modulate import Stream
+from rfml.dsp.rng import Stream
 
 SNR_CONVENTIONS = ("per_sample", "gnuradio")
 FRAME_NORMALIZATIONS = ("power", "l1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
 import torch
@@ -19,22 +18,7 @@ import torch.nn.functional as F
 
 from rfml.dsp import rng
 from rfml.dsp.filters import gaussian_frequency_pulse, rrc_taps, upsample_fir
-
-
-class Stream(IntEnum):
-    """Random stream ids: each random quantity of an example has its own stream."""
-
-    SYMBOLS = 1
-    MESSAGE = 2
-    SPEECH_GATE = 3
-    TIMING = 4
-    SAMPLE_RATE = 5
-    CARRIER = 6
-    PHASE = 7
-    FADING = 8
-    IQ_IMBALANCE = 9
-    NOISE = 10
-
+from rfml.dsp.rng import Stream
 
 # --------------------------------------------------------------------------------------------------
 # Constellations, indexed by bit label (point ``k`` carries the bits of ``k``).
@@ -313,23 +297,16 @@ def speech_like_message(
     return message * (floor + (1 - floor) * envelope)
 
 
-def analog(
-    keys: torch.Tensor,
-    kind: str,
-    num_samples: int,
-    am_index: float = 0.5,
-    fm_deviation: float = 0.125,
-    message: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """AM (``am-dsb-wc``, ``am-dsb-sc``, ``am-ssb-wc``, ``am-ssb-sc``) or ``fm`` of a speech-like
-    message. ``fm_deviation`` is the RMS frequency deviation in cycles per sample."""
-    if message is None:
-        message = speech_like_message(keys, num_samples)
+def analog(message: torch.Tensor, kind: str, am_index: float = 0.5, fm_deviation: float = 0.125) -> torch.Tensor:
+    """AM (``am-dsb-wc``, ``am-dsb-sc``, ``am-ssb-wc``, ``am-ssb-sc``) or ``fm`` of a real
+    ``message [B, n]`` (see :func:`speech_like_message`). ``fm_deviation`` is the RMS frequency
+    deviation in cycles per sample."""
+    num_samples = message.shape[1]
     if kind == "fm":
         return _phasor_iq(torch.cumsum(message * (2 * math.pi * fm_deviation), dim=1))
     if kind.startswith("am-ssb"):
         spectrum = torch.fft.fft(message, dim=1)
-        f = torch.fft.fftfreq(num_samples, device=keys.device)
+        f = torch.fft.fftfreq(num_samples, device=message.device)
         analytic = torch.fft.ifft(spectrum * (2.0 * (f > 0) + (f == 0)), dim=1)  # upper sideband
         iq = torch.view_as_real(analytic.to(torch.complex64)).transpose(1, 2).contiguous()
     elif kind.startswith("am-dsb"):
@@ -394,7 +371,7 @@ def modulate_classes(
         message = speech_like_message(keys[rows], num_samples)
         for c in analog_classes:
             mine = torch.nonzero(class_index[rows] == c).squeeze(1)
-            out[rows[mine]] = analog(keys[rows[mine]], modulations[c].analog, num_samples, message=message[mine])
+            out[rows[mine]] = analog(message[mine], modulations[c].analog)
     for c in present:
         modulation = modulations[c]
         if modulation.kind in ("linear", "analog"):

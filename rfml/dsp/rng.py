@@ -12,8 +12,23 @@ it bit-identical to the usual unsigned reference (checked against numpy uint64 i
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 import torch
+
+
+class Stream(IntEnum):
+    """Random stream ids: each random quantity of an example has its own stream."""
+
+    SYMBOLS = 1
+    MESSAGE = 2
+    SPEECH_GATE = 3
+    SAMPLE_RATE = 5
+    CARRIER = 6
+    FADING = 8
+    IQ_IMBALANCE = 9
+    NOISE = 10
+
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
 _MUL1 = -4658895280553007687  # 0xBF58476D1CE4E5B9

@@ -102,6 +102,8 @@ class Synthesizer:
         self.snrs: list[float] = snr_list
         self.seed = int(seed)
         self.rolloff = float(rolloff)
+        self._modulations = [MODULATIONS[name] for name in self.classes]
+        self._input_length = self.channel.input_length(length, timing_span=samples_per_symbol)
 
     def __repr__(self) -> str:
         return (
@@ -110,12 +112,14 @@ class Synthesizer:
             f"({len(self.snrs)}), seed={self.seed})"
         )
 
+    def snr_index(self, indices: torch.Tensor) -> torch.Tensor:
+        """Position in ``snrs`` of each example index's SNR."""
+        return (indices // len(self.classes)) % len(self.snrs)
+
     def labels(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class index and SNR (dB, as float) of each example index."""
-        num_classes = len(self.classes)
-        y = indices % num_classes
         snr_table = torch.tensor(self.snrs, dtype=torch.float32, device=indices.device)
-        return y, snr_table[(indices // num_classes) % len(self.snrs)]
+        return indices % len(self.classes), snr_table[self.snr_index(indices)]
 
     @torch.no_grad()
     def generate(
@@ -156,7 +160,5 @@ class Synthesizer:
         return out
 
     def _synthesize(self, keys: torch.Tensor, y: torch.Tensor, snr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        num_in = self.channel.input_length(self.length, timing_span=self.samples_per_symbol)
-        modulations = [MODULATIONS[name] for name in self.classes]
-        signal = modulate_classes(keys, y, modulations, num_in, self.samples_per_symbol, self.rolloff)
+        signal = modulate_classes(keys, y, self._modulations, self._input_length, self.samples_per_symbol, self.rolloff)
         return apply_channel(signal, keys, self.length, snr, self.channel)
