@@ -1,0 +1,292 @@
+"""RadioML 2016.10a/10b (pickled dict) and 2018.01a (HDF5, read lazily) in their published layouts.
+
+Layouts and facts: ``shared/reference/radioml.md``. Both loaders accept the real files and the files
+``rfml generate`` writes, through the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from rfml.data.base import Batch, DatasetFormatError, SignalDataset
+from rfml.data.safe_pickle import load_array_pickle
+from rfml.dsp.synthesizer import CLASSES_RML2018A
+
+# The order of the classes.txt shipped with RadioML 2018.01a. It does not match the one-hot columns
+# of Y; the order in CLASSES_RML2018A does (see shared/reference/radioml.md).
+SHIPPED_CLASSES_RML2018A: list[str] = [
+    "32PSK", "16APSK", "32QAM", "FM", "GMSK", "32APSK", "OQPSK", "8ASK", "BPSK", "8PSK", "AM-SSB-SC", "4ASK",
+    "16PSK", "64APSK", "128QAM", "128APSK", "AM-DSB-SC", "AM-SSB-WC", "64QAM", "QPSK", "256QAM", "AM-DSB-WC",
+    "OOK", "16QAM",
+]  # fmt: skip
+
+
+def _as_index_tensor(idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(idx)
+
+
+class RadioML2016(SignalDataset):
+    """RadioML 2016.10a (``RML2016.10a_dict.pkl``) or 2016.10b (``RML2016.10b.dat``), held in memory.
+
+    The file is a pickled dict ``{(modulation, snr_db): float32 (n, 2, L)}``; it is read with a
+    restricted unpickler (:mod:`rfml.data.safe_pickle`) and validated key by key. Examples are
+    ordered key-major: keys sorted by (class, SNR), rows in file order within a key.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        data = load_array_pickle(self.path)
+        if not isinstance(data, dict) or not data:
+            raise DatasetFormatError(
+                self.path,
+                "<top level>",
+                f"expected a non-empty dict {{(modulation, snr): array}}, got {type(data).__name__}",
+            )
+        keys = [self._check_key(key) for key in data]
+        self.classes = sorted({name for name, _ in keys})
+        self.snrs = sorted({snr for _, snr in keys})
+        order = sorted(range(len(keys)), key=lambda k: (self.classes.index(keys[k][0]), keys[k][1]))
+        raw_keys = list(data)
+        length: int | None = None
+        for k in range(len(raw_keys)):  # file order, so the error names the first offending key
+            length = self._check_value(raw_keys[k], data[raw_keys[k]], length)
+        counts = [data[raw_keys[k]].shape[0] for k in order]
+        self._length = int(length)
+        self.x = torch.empty(sum(counts), 2, length, dtype=torch.float32)
+        start = 0
+        for k, count in zip(order, counts, strict=True):
+            # Move key by key and drop each array at once, so peak memory stays near one copy.
+            self.x[start : start + count] = torch.from_numpy(data.pop(raw_keys[k]))
+            start += count
+        per_key = torch.tensor(counts)
+        self.y = torch.repeat_interleave(torch.tensor([self.classes.index(keys[k][0]) for k in order]), per_key)
+        self.snr = torch.repeat_interleave(torch.tensor([keys[k][1] for k in order]), per_key)
+
+    def _check_key(self, key: Any) -> tuple[str, int]:
+        if (
+            not isinstance(key, tuple)
+            or len(key) != 2
+            or not isinstance(key[0], str)
+            or isinstance(key[1], bool)
+            or not isinstance(key[1], int | np.integer)
+        ):
+            raise DatasetFormatError(
+                self.path, f"key {key!r}", "expected a (modulation name: str, SNR in dB: int) tuple"
+            )
+        return key[0], int(key[1])
+
+    def _check_value(self, key: Any, value: Any, length: int | None) -> int:
+        field = f"key {key!r}"
+        if not isinstance(value, np.ndarray):
+            raise DatasetFormatError(self.path, field, f"expected a numpy array, got {type(value).__name__}")
+        if value.dtype != np.float32:
+            raise DatasetFormatError(self.path, field, f"expected dtype float32, got {value.dtype}")
+        if value.ndim != 3 or value.shape[1] != 2 or value.shape[0] == 0:
+            raise DatasetFormatError(self.path, field, f"expected shape (n, 2, length) with n >= 1, got {value.shape}")
+        if length is not None and value.shape[2] != length:
+            raise DatasetFormatError(
+                self.path, field, f"expected frames of {length} samples like the first key, got shape {value.shape}"
+            )
+        return value.shape[2]
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
+        idx = _as_index_tensor(self._check_indices(indices))
+        return {"x": self.x[idx], "y": self.y[idx], "snr": self.snr[idx]}
+
+    def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x, torch.as_tensor(rows, dtype=torch.int64)
+
+    def __repr__(self) -> str:
+        return f"RadioML2016({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"
+
+
+class RadioML2018(SignalDataset):
+    """RadioML 2018.01a (``GOLD_XYZ_OSC.0001_1024.hdf5``), read lazily from HDF5.
+
+    Only the labels (``Y`` reduced to class indices, ``Z``) are held in memory; frames are read on
+    demand by :meth:`get_batch`, which coalesces the requested rows into contiguous spans (rows at
+    most ``max_gap_rows`` apart share one read). Each process opens its own file handle, so the
+    dataset is safe in ``DataLoader`` workers.
+
+    Args:
+        path: the HDF5 file with ``X`` float32 (N, L, 2), ``Y`` one-hot (N, C), ``Z`` SNR (N, 1).
+        class_order: ``"corrected"`` (the order that matches ``Y``, default), ``"shipped"`` (the
+            order of the dataset's ``classes.txt``, for comparing with work that used it), or an
+            explicit list of C names.
+        max_gap_rows: unrequested rows that may be read (and dropped) to join two spans.
+    """
+
+    label_chunk_rows = 1 << 16
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        class_order: str | Sequence[str] = "corrected",
+        max_gap_rows: int = 16,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.max_gap_rows = int(max_gap_rows)
+        self._handle: h5py.File | None = None
+        self._pid = -1
+        self._buffers: list[np.ndarray | None] = [None, None]
+        self._turn = 0
+        handle = self._file()
+        x_set, y_set, z_set = (self._field(handle, name) for name in ("X", "Y", "Z"))
+        if x_set.dtype != np.float32:
+            raise DatasetFormatError(self.path, "X", f"expected dtype float32, got {x_set.dtype}")
+        if x_set.ndim != 3 or x_set.shape[2] != 2 or x_set.shape[0] == 0:
+            raise DatasetFormatError(self.path, "X", f"expected shape (N, length, 2) with N >= 1, got {x_set.shape}")
+        rows = x_set.shape[0]
+        if not np.issubdtype(y_set.dtype, np.integer) and not np.issubdtype(y_set.dtype, np.floating):
+            raise DatasetFormatError(self.path, "Y", f"expected a numeric one-hot array, got dtype {y_set.dtype}")
+        if y_set.ndim != 2 or y_set.shape[0] != rows:
+            raise DatasetFormatError(self.path, "Y", f"expected shape ({rows}, classes) to match X, got {y_set.shape}")
+        if not np.issubdtype(z_set.dtype, np.integer):
+            raise DatasetFormatError(self.path, "Z", f"expected an integer SNR array, got dtype {z_set.dtype}")
+        if z_set.shape not in ((rows, 1), (rows,)):
+            raise DatasetFormatError(self.path, "Z", f"expected shape ({rows}, 1) to match X, got {z_set.shape}")
+        self.classes = self._class_names(class_order, y_set.shape[1])
+        self._length = x_set.shape[1]
+        self.y, self.snr = self._read_labels(y_set, z_set)
+        self.snrs = sorted(int(s) for s in torch.unique(self.snr))
+
+    def _field(self, handle: h5py.File, name: str) -> h5py.Dataset:
+        if name not in handle:
+            raise DatasetFormatError(self.path, name, f"missing; the file has {sorted(handle.keys())}")
+        field = handle[name]
+        if not isinstance(field, h5py.Dataset):
+            raise DatasetFormatError(self.path, name, "expected an HDF5 dataset, found a group")
+        return field
+
+    def _class_names(self, class_order: str | Sequence[str], columns: int) -> list[str]:
+        if class_order == "corrected":
+            names = list(CLASSES_RML2018A)
+        elif class_order == "shipped":
+            names = list(SHIPPED_CLASSES_RML2018A)
+        elif isinstance(class_order, str):
+            raise ValueError(f"class_order must be 'corrected', 'shipped' or a list of names, got {class_order!r}")
+        else:
+            names = [str(name) for name in class_order]
+        if len(names) != columns:
+            raise DatasetFormatError(
+                self.path, "Y", f"has {columns} one-hot columns but class_order names {len(names)} classes"
+            )
+        return names
+
+    def _read_labels(self, y_set: h5py.Dataset, z_set: h5py.Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        # Y is 8 bytes x classes per row (490 MB for the real file): reduce it chunk by chunk.
+        rows = y_set.shape[0]
+        y = np.empty(rows, dtype=np.int64)
+        for first in range(0, rows, self.label_chunk_rows):
+            block = self._read(y_set, slice(first, first + self.label_chunk_rows))
+            hot = block.argmax(axis=1)
+            valid = (block.sum(axis=1) == 1) & (block[np.arange(len(block)), hot] == 1)
+            if not valid.all():
+                bad = first + int(np.flatnonzero(~valid)[0])
+                raise DatasetFormatError(self.path, "Y", f"row {bad} is not one-hot: {self._read(y_set, bad).tolist()}")
+            y[first : first + len(block)] = hot
+        snr = self._read(z_set, slice(None)).reshape(rows).astype(np.int64)
+        return torch.from_numpy(y), torch.from_numpy(snr)
+
+    def _read(self, field: h5py.Dataset, selection: Any) -> np.ndarray:
+        try:
+            return field[selection]
+        except OSError as err:
+            raise DatasetFormatError(
+                self.path, field.name.lstrip("/"), f"unreadable ({err}); is the file truncated?"
+            ) from None
+
+    def _file(self) -> h5py.File:
+        if self._handle is None or self._pid != os.getpid():
+            # A handle inherited through fork must not be used; open a fresh one per process.
+            try:
+                self._handle = h5py.File(self.path, "r")
+            except FileNotFoundError:
+                raise FileNotFoundError(f"{self.path}: no such file") from None
+            except OSError as err:
+                sizes = re.search(r"eof = (\d+).*stored_eof = (\d+)", str(err))
+                problem = (
+                    f"truncated: the file holds {sizes[1]} bytes but its HDF5 superblock records {sizes[2]}"
+                    if sizes
+                    else f"not a readable HDF5 file ({err})"
+                )
+                raise DatasetFormatError(self.path, "<HDF5 superblock>", problem) from None
+            self._pid = os.getpid()
+        return self._handle
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handle"], state["_pid"], state["_buffers"] = None, -1, [None, None]
+        return state
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def spans(self, rows: np.ndarray) -> np.ndarray:
+        """Contiguous ``[start, stop)`` row spans, ``(S, 2)``, covering the sorted unique ``rows``."""
+        if rows.size == 0:
+            return np.empty((0, 2), dtype=np.int64)
+        breaks = np.flatnonzero(np.diff(rows) > self.max_gap_rows + 1)
+        starts = rows[np.concatenate(([0], breaks + 1))]
+        stops = rows[np.concatenate((breaks, [rows.size - 1]))] + 1
+        return np.stack([starts, stops], axis=1)
+
+    def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Read ``rows`` (any order, repeats allowed) in span reads; see :meth:`SignalDataset.frames`.
+
+        The returned frames are a ``[R, 2, L]`` view of a buffer stored ``[R, L, 2]`` as in the file
+        (no transposing copy here; the caller's gather does it), valid until the call after next.
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        unique, inverse = np.unique(rows, return_inverse=True)
+        spans = self.spans(unique)
+        widths = spans[:, 1] - spans[:, 0]
+        total = int(widths.sum())
+        # Two buffers, used in turn: a reader can fill one while the caller still gathers from the
+        # other, and reusing them avoids faulting in fresh pages for every window.
+        self._turn ^= 1
+        held = self._buffers[self._turn]
+        if held is None or held.shape[0] < total or held.shape[0] > 4 * max(total, 1):
+            held = self._buffers[self._turn] = np.empty((total, self.length, 2), dtype=np.float32)
+        buffer = held[:total]
+        x_set = self._file()["X"]
+        offset = 0
+        for (start, stop), width in zip(spans.tolist(), widths.tolist(), strict=True):
+            try:
+                x_set.read_direct(buffer, np.s_[start:stop], np.s_[offset : offset + width])
+            except OSError as err:
+                raise DatasetFormatError(
+                    self.path, "X", f"rows {start}..{stop - 1} unreadable ({err}); is the file truncated?"
+                ) from None
+            offset += width
+        # Buffer row of each unique row: its span's offset in the buffer plus its offset in the span.
+        span_of = np.searchsorted(spans[:, 0], unique, side="right") - 1
+        span_offset = np.concatenate(([0], np.cumsum(widths)[:-1])).astype(np.int64)
+        positions = span_offset[span_of] + (unique - spans[span_of, 0])
+        return torch.from_numpy(buffer).transpose(1, 2), torch.from_numpy(positions[inverse])
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
+        idx = self._check_indices(indices)
+        frames, positions = self.frames(idx)
+        rows = _as_index_tensor(idx)
+        return {"x": frames[positions].contiguous(), "y": self.y[rows], "snr": self.snr[rows]}
+
+    def __repr__(self) -> str:
+        return f"RadioML2018({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"

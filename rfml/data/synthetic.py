@@ -1,0 +1,307 @@
+"""Synthetic datasets: on-the-fly over :class:`rfml.dsp.Synthesizer`, and writers to the real file layouts.
+
+``write_dataset`` writes the exact RadioML layouts (2016: pickled dict; 2018: HDF5 X/Y/Z, rows
+class-major), so generated files and real files go through the same loaders. Row ``r`` of a
+written file (in the loader's order) holds synthesizer example :func:`source_indices` ``(r)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rfml.data.base import Batch, SignalDataset
+from rfml.dsp.synthesizer import CLASS_SETS, Synthesizer
+
+
+@dataclass(frozen=True)
+class DatasetPreset:
+    """A published dataset's shape, file layout and the synthesizer settings that imitate it."""
+
+    name: str
+    length: int
+    snrs: tuple[int, ...]
+    channel: str
+    per_key: int
+    layout: str  # "pickle" (RadioML 2016 dict) or "hdf5" (RadioML 2018 X/Y/Z)
+    file_name: str
+    classes: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", list(CLASS_SETS[self.name]))
+
+    def synthesizer(self, seed: int = 0, channel: str | None = None) -> Synthesizer:
+        return Synthesizer(self.classes, self.length, channel=channel or self.channel, snrs=self.snrs, seed=seed)
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    preset.name: preset
+    for preset in (
+        DatasetPreset("rml2016.10a", 128, tuple(range(-20, 20, 2)), "rml2016", 1000, "pickle", "RML2016.10a_dict.pkl"),
+        DatasetPreset("rml2016.10b", 128, tuple(range(-20, 20, 2)), "rml2016", 6000, "pickle", "RML2016.10b.dat"),
+        DatasetPreset(
+            "rml2018.01a", 1024, tuple(range(-20, 32, 2)), "wireless", 4096, "hdf5", "GOLD_XYZ_OSC.0001_1024.hdf5"
+        ),
+    )
+}
+
+
+def get_preset(name: str) -> DatasetPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown dataset preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+def source_indices(
+    rows: torch.Tensor | np.ndarray | Sequence[int], num_classes: int, num_snrs: int, per_key: int
+) -> torch.Tensor:
+    """Synthesizer example index held by each row of a written file, in the loader's row order.
+
+    Rows are class-major, then SNR, then example (both RadioML layouts, as their loaders order
+    them); the synthesizer cycles class fastest, then SNR (:class:`rfml.dsp.Synthesizer`).
+    """
+    rows = torch.as_tensor(rows, dtype=torch.int64)
+    cls = rows // (num_snrs * per_key)
+    snr = (rows // per_key) % num_snrs
+    example = rows % per_key
+    return cls + num_classes * (snr + num_snrs * example)
+
+
+class SyntheticSignals(SignalDataset):
+    """A map-style dataset over :class:`rfml.dsp.Synthesizer`: example ``i`` is ``generate([i])``.
+
+    ``size`` examples; any ``C * S`` consecutive indices hold every (class, SNR) pair once.
+    ``get_batch`` generates the whole batch at once.
+    """
+
+    def __init__(
+        self,
+        classes: str | list[str] = "rml2016.10a",
+        length: int = 128,
+        size: int = 22000,
+        snrs: Sequence[int] = tuple(range(-20, 20, 2)),
+        channel: str = "rml2016",
+        seed: int = 0,
+        samples_per_symbol: int = 8,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive number of examples, got {size!r}")
+        self.synthesizer = Synthesizer(
+            classes, length, samples_per_symbol=samples_per_symbol, channel=channel, snrs=snrs, seed=seed
+        )
+        if any(s != round(s) for s in self.synthesizer.snrs):
+            raise ValueError(f"snrs must be whole dB values (labels are int64), got {list(snrs)}")
+        self.classes = self.synthesizer.classes
+        self.snrs = sorted({int(s) for s in self.synthesizer.snrs})
+        self.y, snr = self.synthesizer.labels(torch.arange(size))
+        self.snr = snr.round().to(torch.int64)
+
+    @classmethod
+    def from_preset(cls, name: str, per_key: int | None = None, seed: int = 0) -> SyntheticSignals:
+        preset = get_preset(name)
+        size = len(preset.classes) * len(preset.snrs) * (per_key or preset.per_key)
+        return cls(preset.name, preset.length, size, preset.snrs, preset.channel, seed)
+
+    @property
+    def length(self) -> int:
+        return self.synthesizer.length
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
+        return self.synthesizer.generate(torch.from_numpy(self._check_indices(indices)))
+
+    def __repr__(self) -> str:
+        return f"SyntheticSignals({len(self)} examples, {self.synthesizer!r})"
+
+
+# ---- writers -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Job:
+    preset: str
+    seed: int
+    channel: str
+    per_key: int
+    threads: int
+
+
+_synthesizers: dict[_Job, Synthesizer] = {}  # one per process, rebuilt only when the job changes
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _generate_rows(start: int, stop: int, job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of file rows ``[start, stop)``: (start, x float32 [n, 2, L], y, snr) as numpy."""
+    if job not in _synthesizers:
+        _synthesizers.clear()
+        _synthesizers[job] = get_preset(job.preset).synthesizer(job.seed, job.channel)
+    synth = _synthesizers[job]
+    idx = source_indices(torch.arange(start, stop), len(synth.classes), len(synth.snrs), job.per_key)
+    out = synth.generate(idx)
+    return start, out["x"].numpy(), out["y"].numpy(), out["snr"].numpy()
+
+
+class _RowStream:
+    """Generated row ranges in file order, from ``workers`` processes with a bounded queue.
+
+    Whatever order workers finish in, ranges are handed out in file order and each carries its
+    start row; labels are recomputed from the row position and checked against the worker's.
+    """
+
+    def __init__(self, job: _Job, ranges: list[tuple[int, int]], workers: int) -> None:
+        self.job, self.ranges, self.workers = job, ranges, workers
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        preset = get_preset(self.job.preset)
+        if self.workers <= 1:
+            results: Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = (
+                _generate_rows(a, b, self.job) for a, b in self.ranges
+            )
+            yield from self._checked(results, preset)
+            return
+        context = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+        with ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=_init_worker, initargs=(self.job.threads,)
+        ) as pool:
+            yield from self._checked(self._ordered(pool), preset)
+
+    def _ordered(self, pool: ProcessPoolExecutor) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        pending: deque[Future[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = deque()
+        ranges = iter(self.ranges)
+        for a, b in ranges:
+            pending.append(pool.submit(_generate_rows, a, b, self.job))
+            if len(pending) >= 2 * self.workers:  # bounded: at most 2 ranges per worker in flight
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def _checked(
+        self, results: Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]], preset: DatasetPreset
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        snr_table = np.asarray(preset.snrs)
+        expected_start = 0
+        for start, x, y, snr in results:
+            rows = np.arange(start, start + len(x))
+            want_y = rows // (len(preset.snrs) * self.job.per_key)
+            want_snr = snr_table[(rows // self.job.per_key) % len(preset.snrs)]
+            if start != expected_start or not (np.array_equal(y, want_y) and np.array_equal(snr, want_snr)):
+                raise RuntimeError(f"generated rows {start}.. do not match their file positions; refusing to write")
+            expected_start = start + len(x)
+            yield start, x
+
+
+def _row_ranges(total: int, step: int) -> list[tuple[int, int]]:
+    return [(a, min(a + step, total)) for a in range(0, total, step)]
+
+
+class _PendingArray:
+    """Pickles as the array ``make()`` returns, made only when the pickler reaches it."""
+
+    def __init__(self, make: Callable[[], np.ndarray]) -> None:
+        self.make = make
+
+    def __reduce_ex__(self, protocol: int):  # type: ignore[override]
+        return self.make().__reduce_ex__(protocol)
+
+
+def _write_pickle(
+    handle: object, preset: DatasetPreset, stream: Iterator[tuple[int, np.ndarray]], per_key: int, bar: tqdm
+) -> None:
+    def next_key() -> np.ndarray:
+        _, x = next(stream)
+        bar.update(len(x))
+        return x
+
+    keys = [(name, snr) for name in preset.classes for snr in preset.snrs]
+    # Fast mode keeps no memo, so each array is released once written: memory holds one key.
+    pickler = pickle.Pickler(handle, protocol=4)
+    pickler.fast = True
+    pickler.dump({key: _PendingArray(next_key) for key in keys})
+
+
+def _write_hdf5(
+    path: str, preset: DatasetPreset, stream: Iterator[tuple[int, np.ndarray]], per_key: int, bar: tqdm
+) -> None:
+    rows = len(preset.classes) * len(preset.snrs) * per_key
+    chunk_rows = max(1, min(rows, (2 << 20) // (preset.length * 8)))  # about 2 MiB per chunk of X
+    with h5py.File(path, "w") as handle:
+        x_set = handle.create_dataset("X", (rows, preset.length, 2), dtype="f4", chunks=(chunk_rows, preset.length, 2))
+        y_set = handle.create_dataset("Y", (rows, len(preset.classes)), dtype="i8", chunks=True)
+        z_set = handle.create_dataset("Z", (rows, 1), dtype="i8", chunks=True)
+        for start, x in stream:
+            stop = start + len(x)
+            x_set[start:stop] = x.transpose(0, 2, 1)
+            position = np.arange(start, stop)
+            one_hot = np.zeros((len(x), len(preset.classes)), dtype=np.int64)
+            one_hot[np.arange(len(x)), position // (len(preset.snrs) * per_key)] = 1
+            y_set[start:stop] = one_hot
+            z_set[start:stop, 0] = np.asarray(preset.snrs)[(position // per_key) % len(preset.snrs)]
+            bar.update(len(x))
+
+
+def write_dataset(
+    preset: str,
+    out: str | os.PathLike[str],
+    per_key: int | None = None,
+    seed: int = 0,
+    workers: int = 1,
+    channel: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Generate a dataset in a published layout and write it atomically to ``out``.
+
+    ``out`` may be a directory, which then receives the preset's usual file name. Frames are
+    generated in ranges of rows by ``workers`` processes and written in file order as they come,
+    so memory stays bounded (one range per worker in flight; for the 2016 pickle, one key).
+    The file appears under its name only when complete. Returns the path written.
+    """
+    spec = get_preset(preset)
+    per_key = spec.per_key if per_key is None else int(per_key)
+    if per_key < 1:
+        raise ValueError(f"per_key must be >= 1, got {per_key}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    path = os.fspath(out)
+    if os.path.isdir(path):
+        path = os.path.join(path, spec.file_name)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the folder {folder} does not exist")
+    total = len(spec.classes) * len(spec.snrs) * per_key
+    # One pickle key per range; HDF5 ranges of about 16 MiB of frames.
+    step = per_key if spec.layout == "pickle" else max(1, (16 << 20) // (spec.length * 8))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    job = _Job(spec.name, int(seed), channel or spec.channel, per_key, threads)
+    stream = iter(_RowStream(job, _row_ranges(total, step), workers))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+    bar = tqdm(
+        total=total,
+        unit="frame",
+        unit_scale=True,
+        desc=f"{spec.name} -> {os.path.basename(path)}",
+        disable=not progress,
+    )
+    try:
+        if spec.layout == "pickle":
+            with open(temporary, "wb") as handle:
+                _write_pickle(handle, spec, stream, per_key, bar)
+        else:
+            _write_hdf5(temporary, spec, stream, per_key, bar)
+        os.replace(temporary, path)
+    finally:
+        bar.close()
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
