@@ -9,6 +9,7 @@ is called.
 from __future__ import annotations
 
 import _codecs
+import functools
 import os
 import pickle
 from typing import Any
@@ -22,18 +23,17 @@ class UnsafePickleError(pickle.UnpicklingError):
     """The pickle asked for a callable that a plain numpy-array pickle never needs."""
 
 
-def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+def _latin1_encode(text: str, encoding: str = "latin1", *, source: str) -> bytes:
     # Protocol-2 pickles written by Python 3 carry bytes as _codecs.encode(text, "latin1"); any
     # other codec name is refused so a pickle cannot make us import an arbitrary codec module.
     if encoding not in ("latin1", "latin-1", "iso-8859-1"):
-        raise UnsafePickleError(f"refused _codecs.encode with encoding {encoding!r}; only latin1 is admitted")
+        raise UnsafePickleError(f"{source}: refused _codecs.encode with encoding {encoding!r}; only latin1 is admitted")
     return _codecs.encode(text, encoding)
 
 
 _ADMITTED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
 }
 for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ADMITTED[(_module, "_reconstruct")] = _multiarray._reconstruct
@@ -48,6 +48,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):
+            return functools.partial(_latin1_encode, source=self._source)
         try:
             return _ADMITTED[(module, name)]
         except KeyError:
@@ -83,11 +85,19 @@ def load_array_pickle(path: str | os.PathLike[str]) -> Any:
     return obj
 
 
-def _reject_object_arrays(obj: Any, source: str, depth: int = 0) -> None:
+def _reject_object_arrays(obj: Any, source: str) -> None:
     # Object arrays are not part of any dataset layout; refusing them keeps the result plain data.
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.hasobject:
-            raise UnsafePickleError(f"{source}: holds an object array; dataset arrays must be numeric")
-    elif isinstance(obj, dict) and depth < 2:
-        for value in obj.values():
-            _reject_object_arrays(value, source, depth + 1)
+    pending, seen = [obj], set()
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:  # a pickle may hold a container that contains itself
+            continue
+        seen.add(id(item))
+        if isinstance(item, np.ndarray):
+            if item.dtype.hasobject:
+                raise UnsafePickleError(f"{source}: holds an object array; dataset arrays must be numeric")
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            pending.extend(item)

@@ -71,17 +71,38 @@ class BlockShuffleSampler:
     def num_blocks(self) -> int:
         return int(self._block_start.size)
 
-    def windows(self, epoch: int = 0) -> list[Window]:
-        """The epoch's windows, in reading order."""
+    def part_sizes(self, parts: int) -> list[int]:
+        """Rows in each of ``parts`` equal shares of an epoch (the same in every epoch)."""
+        return [(p + 1) * self.rows.size // parts - p * self.rows.size // parts for p in range(parts)]
+
+    def windows(self, epoch: int = 0, part: int = 0, parts: int = 1) -> list[Window]:
+        """The epoch's windows in reading order, or those of share ``part`` of ``parts``.
+
+        Shares are equal slices of the epoch's emission order (a window on a boundary is split),
+        so each share's row count, and with it a loader's batch count, is the same every epoch.
+        """
+        if not 0 <= part < parts:
+            raise ValueError(f"part must be in [0, {parts}), got {part}")
         generator = np.random.default_rng([self.seed, epoch])
         blocks = generator.permutation(self.num_blocks) if self.shuffle else np.arange(self.num_blocks)
-        plan = []
+        lo, hi = part * self.rows.size // parts, (part + 1) * self.rows.size // parts
+        plan, emitted = [], 0
         for first in range(0, blocks.size, self.window_blocks):
             chosen = np.sort(blocks[first : first + self.window_blocks])
             rows = np.concatenate(
                 [self.rows[a:b] for a, b in zip(self._block_start[chosen], self._block_stop[chosen], strict=True)]
             )
+            # Draw the order even for windows outside the share, so every share sees the same plan.
             order = generator.permutation(rows.size) if self.shuffle else np.arange(rows.size)
+            start, emitted = emitted, emitted + rows.size
+            a, b = max(lo, start) - start, min(hi, emitted) - start
+            if a >= b:
+                continue
+            if (a, b) != (0, rows.size):
+                taken = rows[order[a:b]]
+                by_row = np.argsort(taken, kind="stable")
+                rows, order = taken[by_row], np.empty_like(by_row)
+                order[by_row] = np.arange(by_row.size)
             plan.append(Window(rows, order))
         return plan
 
@@ -91,9 +112,10 @@ class BatchStream(IterableDataset[Batch]):
 
     Windows are read one ahead on a background thread (the read releases the GIL for most of its
     time), and each batch is one gather from the window, so frames are copied once after reading.
-    In ``DataLoader`` workers, window ``w`` goes to worker ``w % num_workers``; a worker carries
-    the rows left over at the end of a window into its next batch, so only its last batch of the
-    epoch can be short. ``x`` keeps the layout the dataset stores; pass ``contiguous=True`` to
+    In ``DataLoader`` workers, each worker takes an equal share of the epoch's emission order
+    (:meth:`BlockShuffleSampler.windows`) and carries the rows left over at the end of a window
+    into its next batch, so only its last batch of the epoch can be short and the number of
+    batches is the same every epoch. ``x`` keeps the layout the dataset stores; pass ``contiguous=True`` to
     force a contiguous ``[B, 2, L]`` copy (a RadioML 2018 window is stored ``[B, L, 2]``, so its
     ``x`` is otherwise a transposed view, which convolutions and ``.to(device)`` accept as is).
     """
@@ -120,24 +142,22 @@ class BatchStream(IterableDataset[Batch]):
         self.contiguous = contiguous
         self.prefetch = prefetch
         self.epoch = 0
-        self.loader_workers = 1  # set by EpochLoader, so len() can count each worker's short last batch
+        self.loader_workers = 1  # set by EpochLoader, so len() counts each worker's short last batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def _share(self) -> list[Window]:
         info = get_worker_info()
-        plan = self.sampler.windows(self.epoch)
-        return plan if info is None else plan[info.id :: info.num_workers]
+        if info is None:
+            return self.sampler.windows(self.epoch)
+        return self.sampler.windows(self.epoch, info.id, info.num_workers)
 
     def __len__(self) -> int:
-        plan = self.sampler.windows(self.epoch)
-        workers = self.loader_workers
-        total = 0
-        for worker in range(workers):
-            rows = sum(window.rows.size for window in plan[worker::workers])
-            total += rows // self.batch_size if self.drop_last else math.ceil(rows / self.batch_size)
-        return total
+        sizes = self.sampler.part_sizes(self.loader_workers)
+        if self.drop_last:
+            return sum(size // self.batch_size for size in sizes)
+        return sum(math.ceil(size / self.batch_size) for size in sizes)
 
     def _read(self, window: Window) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         frames, positions = self.dataset.frames(window.rows)
@@ -172,7 +192,7 @@ class BatchStream(IterableDataset[Batch]):
             if carry is not None:
                 # Complete the carried rows with the head of this window.
                 need = self.batch_size - carry[0].shape[0]
-                head = frames.index_select(0, positions[:need])
+                head = frames[positions[:need]]
                 start = min(need, positions.numel())
                 carry = (
                     torch.cat([carry[0], head]),
@@ -186,10 +206,10 @@ class BatchStream(IterableDataset[Batch]):
             full_end = start + (positions.numel() - start) // self.batch_size * self.batch_size
             for first in range(start, full_end, self.batch_size):
                 part = slice(first, first + self.batch_size)
-                yield self._emit(frames.index_select(0, positions[part]), y[part], snr[part])
+                yield self._emit(frames[positions[part]], y[part], snr[part])
             if full_end < positions.numel():
                 tail = slice(full_end, positions.numel())
-                carry = (frames.index_select(0, positions[tail]), y[tail], snr[tail])
+                carry = (frames[positions[tail]], y[tail], snr[tail])
         if carry is not None and not self.drop_last:
             yield self._emit(*carry)
 

@@ -115,18 +115,19 @@ class View:
         std = self.std.to(device=x.device, dtype=x.dtype).view(1, 2, 1)
         return (viewed - mean) / std
 
-    def fit(self, batches: Iterable[Tensor | Sequence[Tensor]]) -> View:
+    def fit(self, batches: Iterable[Tensor | Mapping[str, Tensor] | Sequence[Tensor]]) -> View:
         """Fit per-channel mean and std of the viewed data over all batches; returns ``self``.
 
-        Each item is a [B, 2, L] tensor or a tuple whose first element is one (so an ``(x, y, snr)``
-        loader works). Batches are merged with Chan's parallel update in float64, which avoids the
-        cancellation of a sum-of-squares formula when the mean is large compared with the spread.
+        Each item is a [B, 2, L] tensor, a batch dict with key ``"x"``, or a tuple whose first element
+        is one (so an ``(x, y, snr)`` loader works). Batches are merged with Chan's parallel update in
+        float64, which avoids the cancellation of a sum-of-squares formula when the mean is large
+        compared with the spread.
         """
         count = 0
         mean = torch.zeros(2, dtype=torch.float64)
         m2 = torch.zeros(2, dtype=torch.float64)
         for item in batches:
-            x = item if isinstance(item, Tensor) else item[0]
+            x = item if isinstance(item, Tensor) else item["x"] if isinstance(item, Mapping) else item[0]
             _check_batch(x)
             n_b = x.shape[0] * x.shape[2]
             if n_b == 0:
