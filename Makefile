@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	bash benchmarks/torchsig_env.sh .venv-torchsig
 	$(PY) benchmarks/synth_throughput.py --torchsig-python .venv-torchsig/bin/python
+	$(PY) benchmarks/loader_throughput.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

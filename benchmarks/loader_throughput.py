@@ -10,7 +10,8 @@
     ``__getitem__`` reads ``X[i]``, ``Y[i]``, ``Z[i]`` with h5py, the usual pattern in AMR repos.
 
 All three run in this process with ``num_workers=0`` and the page cache warm (the file is read once
-first). The sequence a, b, b', c is run twice and each figure averaged. Peak RSS of one full epoch
+first); (b) and (c) are also run with 2 ``DataLoader`` workers. The sequence is run twice and each
+figure averaged. Peak RSS of one full epoch
 of (b) is measured in a fresh child process (``--epoch-rss``). Writes the file with ``rfml generate``
 logic when it is missing (24 classes x 26 SNRs x ``per_key`` frames of 8 KiB; 420 gives 2.15 GB).
 """
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from rfml.data import BatchStream, BlockShuffleSampler, RadioML2018, write_dataset
+from rfml.data import BatchStream, BlockShuffleSampler, EpochLoader, RadioML2018, write_dataset
 
 BATCH = 256
 
@@ -48,16 +48,21 @@ def raw_read(path: str, seconds: float, slice_rows: int = 8192) -> float:
         return done / (time.perf_counter() - start)
 
 
-def ours(path: str, seconds: float, contiguous: bool, epoch: int = 0) -> float:
-    """Rows/s of whole shuffled epochs of our stream: at least one, and as many as fit in ``seconds``."""
+def ours(path: str, seconds: float, contiguous: bool, workers: int | None = None) -> float:
+    """Rows/s of whole shuffled epochs of our stream: at least one, and as many as fit in ``seconds``.
+
+    ``workers=None`` iterates the stream itself; a number iterates it through an ``EpochLoader``
+    with that many ``DataLoader`` workers (the SignalDataModule path).
+    """
     data = RadioML2018(path)
     sampler = BlockShuffleSampler(np.arange(len(data)), block_rows=256, window_rows=8192, seed=0)
     stream = BatchStream(data, sampler, BATCH, contiguous=contiguous)
-    done, start, first_epoch = 0, time.perf_counter(), epoch
-    while epoch == first_epoch or time.perf_counter() - start < seconds:
-        stream.set_epoch(epoch)
-        epoch += 1
-        for batch in stream:
+    loader = stream if workers is None else EpochLoader(stream, num_workers=workers)
+    done, epochs, start = 0, 0, time.perf_counter()
+    while epochs == 0 or time.perf_counter() - start < seconds:
+        stream.set_epoch(epochs)
+        epochs += 1
+        for batch in loader:
             done += batch["x"].shape[0]
     return done / (time.perf_counter() - start)
 
@@ -83,8 +88,8 @@ class PerIndexH5(Dataset):
         return x, torch.tensor(y), torch.tensor(snr)
 
 
-def naive(path: str, seconds: float) -> float:
-    loader = DataLoader(PerIndexH5(path), batch_size=BATCH, shuffle=True, num_workers=0)
+def naive(path: str, seconds: float, workers: int = 0) -> float:
+    loader = DataLoader(PerIndexH5(path), batch_size=BATCH, shuffle=True, num_workers=workers)
     done, start = 0, time.perf_counter()
     for x, _, _ in loader:
         done += x.shape[0]
@@ -93,14 +98,23 @@ def naive(path: str, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+def _status_mib(field: str) -> float:
+    # VmHWM is this process's own peak; ru_maxrss would carry the parent's peak across fork and exec.
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def epoch_rss(path: str) -> dict:
     """Peak RSS of this (fresh) process over one full epoch of (b), against its RSS after imports."""
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline = _status_mib("VmRSS")
     start = time.perf_counter()
     rows = ours(path, seconds=0.0, contiguous=False)
     return {
         "baseline_mib": baseline,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": _status_mib("VmHWM"),
         "epoch_s": time.perf_counter() - start,
         "rows_per_s": rows,
     }
@@ -131,12 +145,14 @@ def main() -> None:
         print(f"wrote {args.file} in {time.perf_counter() - start:.0f} s")
     size_gb = os.path.getsize(args.file) / 1e9
     warm(args.file)
-    runs: dict[str, list[float]] = {"a": [], "b": [], "b_contiguous": [], "c": []}
+    runs: dict[str, list[float]] = {key: [] for key in ("a", "b", "b_contiguous", "c", "b_workers", "c_workers")}
     for _ in range(2):
         runs["a"].append(raw_read(args.file, args.seconds))
         runs["b"].append(ours(args.file, args.seconds, contiguous=False))
         runs["b_contiguous"].append(ours(args.file, args.seconds, contiguous=True))
         runs["c"].append(naive(args.file, args.seconds))
+        runs["b_workers"].append(ours(args.file, args.seconds, contiguous=False, workers=2))
+        runs["c_workers"].append(naive(args.file, args.seconds, workers=2))
     mean = {key: float(np.mean(values)) for key, values in runs.items()}
     child = subprocess.run(
         [sys.executable, __file__, "--file", args.file, "--epoch-rss"], capture_output=True, text=True, check=True
@@ -150,11 +166,12 @@ def main() -> None:
         "b_over_c": mean["b"] / mean["c"],
         "b_contiguous_over_a": mean["b_contiguous"] / mean["a"],
         "b_contiguous_over_c": mean["b_contiguous"] / mean["c"],
+        "workers_b_over_c": mean["b_workers"] / mean["c_workers"],
         "epoch_rss": rss,
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "versions": {"torch": torch.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version},
     }
-    print(f"file: {args.file} ({size_gb:.2f} GB), batch {BATCH}, num_workers 0, warm page cache")
+    print(f"file: {args.file} ({size_gb:.2f} GB), batch {BATCH}, warm page cache; ratios use the num_workers=0 rows")
     print("| method | rows/s (run 1, run 2) | mean rows/s |")
     print("|---|---|---:|")
     names = {
@@ -162,6 +179,8 @@ def main() -> None:
         "b": "(b) ours: BatchStream, block shuffle",
         "b_contiguous": "(b') ours, contiguous [B,2,L] copy",
         "c": "(c) naive DataLoader, per-index h5py",
+        "b_workers": "(b) through EpochLoader, 2 workers",
+        "c_workers": "(c) naive, 2 workers",
     }
     for key, label in names.items():
         print(f"| {label} | {', '.join(f'{v:,.0f}' for v in runs[key])} | {mean[key]:,.0f} |")

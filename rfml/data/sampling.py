@@ -107,6 +107,14 @@ class BlockShuffleSampler:
         return plan
 
 
+def _gather(frames: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``frames[positions]``; for a transposed view of contiguous frames, a row copy in the stored layout."""
+    stored = frames.transpose(1, 2)
+    if not frames.is_contiguous() and stored.is_contiguous():
+        return stored.index_select(0, positions).transpose(1, 2)  # whole rows: memcpy speed
+    return frames.index_select(0, positions)
+
+
 class BatchStream(IterableDataset[Batch]):
     """Batches ``{"x", "y", "snr"}`` of ``dataset`` following a :class:`BlockShuffleSampler`.
 
@@ -192,7 +200,7 @@ class BatchStream(IterableDataset[Batch]):
             if carry is not None:
                 # Complete the carried rows with the head of this window.
                 need = self.batch_size - carry[0].shape[0]
-                head = frames[positions[:need]]
+                head = _gather(frames, positions[:need])
                 start = min(need, positions.numel())
                 carry = (
                     torch.cat([carry[0], head]),
@@ -206,10 +214,10 @@ class BatchStream(IterableDataset[Batch]):
             full_end = start + (positions.numel() - start) // self.batch_size * self.batch_size
             for first in range(start, full_end, self.batch_size):
                 part = slice(first, first + self.batch_size)
-                yield self._emit(frames[positions[part]], y[part], snr[part])
+                yield self._emit(_gather(frames, positions[part]), y[part], snr[part])
             if full_end < positions.numel():
                 tail = slice(full_end, positions.numel())
-                carry = (frames[positions[tail]], y[tail], snr[tail])
+                carry = (_gather(frames, positions[tail]), y[tail], snr[tail])
         if carry is not None and not self.drop_last:
             yield self._emit(*carry)
 
