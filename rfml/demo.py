@@ -1,9 +1,12 @@
-"""``make demo``: generate a synthetic RadioML-2016.10a-style dataset, summarise it, and plot it.
+"""``make demo``: generate a synthetic RadioML-2016.10a-style dataset, summarise it, plot it, and
+write it in the real file layout.
 
     python -m rfml.demo --out demo_out [--class-set rml2016.10a] [--per-key 100] [--channel rml2016]
 
 Writes ``overview.png`` (one example per class in time, IQ plane and spectrum), ``snr.png``
-(requested vs measured SNR) and ``summary.json`` into ``--out``.
+(requested vs measured SNR), ``summary.json`` and the dataset file in its published layout (for the
+RadioML class sets at their published length) into ``--out``, then reads the file back through the
+loader and a ``SignalDataModule``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rfml.data import PRESETS as DATASET_PRESETS
+from rfml.data import open_dataset, source_indices, write_dataset
 from rfml.dsp import CLASS_SETS, Synthesizer
 from rfml.dsp.channel import PRESETS
 
@@ -109,6 +114,28 @@ def plot_snr(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def file_round_trip(synth: Synthesizer, preset: str, out: Path, per_key: int, channel: str) -> dict:
+    """Write the set in ``preset``'s real layout, read it back, compare with the synthesizer, split it."""
+    from rfml.data import SignalDataModule
+
+    path = write_dataset(preset, out, per_key=per_key, seed=synth.seed, channel=channel)
+    data = open_dataset(path)
+    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:512]
+    expected = synth.generate(source_indices(rows, len(synth.classes), len(synth.snrs), per_key))
+    got = data.get_batch(rows)
+    module = SignalDataModule(path, split="6:2:2", snrs="0:18", batch_size=256)
+    module.setup()
+    batch = next(iter(module.train_dataloader()))
+    return {
+        "file": path,
+        "file_mb": os.path.getsize(path) / 1e6,
+        "frames": len(data),
+        "round_trip_equal": all(torch.equal(got[key], expected[key]) for key in ("x", "y", "snr")),
+        "split_0_to_18_db": {name: int(rows.numel()) for name, rows in module.rows.items()},
+        "batch_x_shape": list(batch["x"].shape),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -126,6 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     plot_overview(synth, args.out / "overview.png", snr_db=18)
     plot_snr(summary, args.out / "snr.png")
+    preset = DATASET_PRESETS.get(args.class_set)
+    if preset is not None and preset.length == args.length and preset.snrs == tuple(synth.snrs):
+        summary["file"] = file_round_trip(synth, preset.name, args.out, args.per_key, args.channel)
     tmp = args.out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1))
     tmp.replace(args.out / "summary.json")
@@ -139,6 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:>10} {summary['mean_papr_db'][c]:8.2f} {' '.join(f'{e:+6.3f}' for e in errors):>22}")
     print(f"worst |measured - requested| SNR over all keys: {summary['worst_snr_error_db']:.3f} dB")
     print(f"plots: {args.out / 'overview.png'}, {args.out / 'snr.png'}")
+    if "file" in summary:
+        written = summary["file"]
+        print(
+            f"file: {written['file']} ({written['frames']} frames, {written['file_mb']:.1f} MB), read back by "
+            f"the RadioML loader: equal to the synthesizer: {written['round_trip_equal']}"
+        )
+        print(
+            f"SignalDataModule 6:2:2 over 0..18 dB: {written['split_0_to_18_db']}, batch x {written['batch_x_shape']}"
+        )
     return summary
 
 
