@@ -246,3 +246,50 @@ def test_loaders_before_setup_are_refused() -> None:
     dm = SignalDataModule(dataset="synthetic:rml2016.10a", per_key=2)
     with pytest.raises(RuntimeError, match=r"call setup\(\)"):
         dm.train_dataloader()
+
+
+def test_classes_follow_the_shipped_order_when_asked(tmp_path: Path) -> None:
+    from rfml.data import SHIPPED_CLASSES_RML2018A, SignalDataModule
+
+    dm = SignalDataModule("rml2018.01a", data_dir=str(tmp_path), per_key=1, class_order="shipped")
+    dm.prepare_data()
+    assert dm.classes == SHIPPED_CLASSES_RML2018A
+    assert SignalDataModule("rml2018.01a", data_dir=str(tmp_path), per_key=1).classes[:3] == ["OOK", "4ASK", "8ASK"]
+
+
+def test_lightning_trainer_sees_every_training_example_once_per_epoch_in_a_new_order() -> None:
+    import lightning.pytorch as pl
+    import torch
+
+    from rfml.data import SignalDataModule
+
+    class Recorder(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2 * 128, 11)
+            self.seen: list[list[tuple[int, int]]] = []
+
+        def on_train_epoch_start(self) -> None:
+            self.seen.append([])
+
+        def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+            self.seen[-1].extend(zip(batch["y"].tolist(), batch["snr"].tolist(), strict=True))
+            self.seen[-1].append((-1, float(batch["x"].sum())))  # fingerprint of the batch's frames
+            return torch.nn.functional.cross_entropy(self.layer(batch["x"].flatten(1)), batch["y"])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    dm = SignalDataModule("synthetic:rml2016.10a", per_key=5, batch_size=64, snrs="0:8")
+    model = Recorder()
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
+    )
+    trainer.fit(model, datamodule=dm)
+    train = dm.rows["train"]
+    assert train.numel() == 11 * 5 * 3  # 5 SNRs of 0..8 dB, 3 of 5 per group to train
+    assert trainer.num_training_batches == -(-train.numel() // 64)
+    for epoch in model.seen:
+        labels = sorted(pair for pair in epoch if pair[0] >= 0)
+        assert labels == sorted(zip(dm.data.y[train].tolist(), dm.data.snr[train].tolist(), strict=True))
+    assert [p for p in model.seen[0] if p[0] < 0] != [p for p in model.seen[1] if p[0] < 0]

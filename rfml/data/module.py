@@ -131,7 +131,10 @@ class SignalDataModule(pl.LightningDataModule):
     @property
     def classes(self) -> list[str]:
         name = self.dataset_name.removeprefix(SYNTHETIC_PREFIX)
-        return list(PRESETS[name].classes) if name in PRESETS else self._dataset().classes
+        synthetic = name != self.dataset_name
+        if name in PRESETS and (synthetic or self.class_order == "corrected"):
+            return list(PRESETS[name].classes)
+        return self._dataset().classes
 
     @property
     def num_classes(self) -> int:
