@@ -312,6 +312,15 @@ def test_ism_rows_are_class_then_snr_then_vector(tmp_path: Path) -> None:
     assert torch.equal(item["x"], torch.from_numpy(data[7, 13, 2].T.astype(np.float32)))
 
 
+def test_ism_big_endian_float64_data_loads_as_native_float32(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).standard_normal((15, 21, 2, 8, 2)).astype(">f8")
+    (tmp_path / "data_iq.p").write_bytes(pickle.dumps(data))
+    (tmp_path / "labels.p").write_bytes(pickle.dumps(np.zeros((15, 21, 2), dtype=np.int64)))
+    ds = ISMInterference(tmp_path)
+    assert ds.x.dtype == torch.float32 and ds.x.is_contiguous()
+    np.testing.assert_array_equal(ds.x[5].numpy(), data.reshape(-1, 8, 2)[5].T.astype(np.float32))
+
+
 def test_ism_labels_come_from_labels_file_not_position(tmp_path: Path) -> None:
     data = np.zeros((15, 21, 2, 4, 2), dtype=np.float32)
     labels = np.full((15, 21, 2), 14, dtype=np.int64)

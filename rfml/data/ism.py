@@ -61,8 +61,9 @@ class ISMInterference(SignalDataset):
         vectors, self._length = data.shape[2], data.shape[3]
         self.classes = list(CLASSES_ISM)
         self.snrs = list(SNRS_ISM)
-        frames = torch.from_numpy(data.reshape(-1, self._length, 2))
-        self.x = frames.transpose(1, 2).to(torch.float32).contiguous()
+        # One pass: transpose to [N, 2, L] and convert to native float32 (pickles may hold float64 or big-endian).
+        frames = data.reshape(-1, self._length, 2).transpose(0, 2, 1)
+        self.x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self.y = torch.from_numpy(labels.reshape(-1).astype(np.int64))
         self.snr = torch.tensor(SNRS_ISM).repeat_interleave(vectors).repeat(classes)
 
