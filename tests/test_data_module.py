@@ -62,7 +62,7 @@ data:
   seed: 1
 """
     )
-    assert dm.batch_size == 16 and dm.per_key == 5 and dm.keep_snrs == [0, 2, 4, 6, 8, 10]
+    assert dm.hparams.batch_size == 16 and dm.hparams.per_key == 5 and dm.keep_snrs == [0, 2, 4, 6, 8, 10]
     assert dm.classes == PRESETS["rml2016.10a"].classes and dm.num_classes == 11 and dm.length == 128
     dm.prepare_data()  # nothing to write for on-the-fly data
     dm.setup("fit")

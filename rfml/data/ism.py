@@ -7,12 +7,11 @@ vectors, samples, I/Q) and ``labels.p`` the class index of each vector, shaped (
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from rfml.data.base import Batch, DatasetFormatError, SignalDataset
+from rfml.data.base import DatasetFormatError, InMemorySignalDataset
 from rfml.data.safe_pickle import load_array_pickle
 
 CLASSES_ISM: list[str] = (
@@ -23,7 +22,7 @@ CLASSES_ISM: list[str] = (
 SNRS_ISM: list[int] = list(range(-20, 21, 2))
 
 
-class ISMInterference(SignalDataset):
+class ISMInterference(InMemorySignalDataset):
     """Schmidt's ISM interference vectors, held in memory, ordered (class, SNR, vector).
 
     Args:
@@ -58,25 +57,14 @@ class ISMInterference(SignalDataset):
             raise DatasetFormatError(
                 labels_path, "labels", f"expected class indices in [0, {classes}), got {labels.min()}..{labels.max()}"
             )
-        vectors, self._length = data.shape[2], data.shape[3]
+        vectors, samples = data.shape[2], data.shape[3]
         self.classes = list(CLASSES_ISM)
         self.snrs = list(SNRS_ISM)
         # One pass: transpose to [N, 2, L] and convert to native float32 (pickles may hold float64 or big-endian).
-        frames = data.reshape(-1, self._length, 2).transpose(0, 2, 1)
+        frames = data.reshape(-1, samples, 2).transpose(0, 2, 1)
         self.x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self.y = torch.from_numpy(labels.reshape(-1).astype(np.int64))
         self.snr = torch.tensor(SNRS_ISM).repeat_interleave(vectors).repeat(classes)
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
-        idx = torch.from_numpy(self._check_indices(indices))
-        return {"x": self.x[idx], "y": self.y[idx], "snr": self.snr[idx]}
-
-    def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x, torch.as_tensor(rows, dtype=torch.int64)
 
     def __repr__(self) -> str:
         return f"ISMInterference({self.path!r}: {len(self)} vectors of {self.length} samples)"

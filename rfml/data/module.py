@@ -111,18 +111,6 @@ class SignalDataModule(pl.LightningDataModule):
         self.view = View(view, norm)
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
-        self.dataset_name = dataset
-        self.data_dir = data_dir
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.per_key = per_key
-        self.data_seed = data_seed
-        self.class_order = class_order
-        self.block_rows = block_rows
-        self.window_rows = window_rows
-        self.fit_examples = fit_examples
-        self.pin_memory = pin_memory
         self.data: SignalDataset | None = None
         self.rows: dict[str, torch.Tensor] = {}
 
@@ -130,9 +118,9 @@ class SignalDataModule(pl.LightningDataModule):
 
     @property
     def classes(self) -> list[str]:
-        name = self.dataset_name.removeprefix(SYNTHETIC_PREFIX)
-        synthetic = name != self.dataset_name
-        if name in PRESETS and (synthetic or self.class_order == "corrected"):
+        name = self.hparams.dataset.removeprefix(SYNTHETIC_PREFIX)
+        synthetic = name != self.hparams.dataset
+        if name in PRESETS and (synthetic or self.hparams.class_order == "corrected"):
             return list(PRESETS[name].classes)
         return self._dataset().classes
 
@@ -142,20 +130,32 @@ class SignalDataModule(pl.LightningDataModule):
 
     @property
     def length(self) -> int:
-        name = self.dataset_name.removeprefix(SYNTHETIC_PREFIX)
+        name = self.hparams.dataset.removeprefix(SYNTHETIC_PREFIX)
         return PRESETS[name].length if name in PRESETS else self._dataset().length
 
     # -- LightningDataModule ----------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        path = dataset_path(self.dataset_name, self.data_dir)
+        path = dataset_path(self.hparams.dataset, self.hparams.data_dir)
         if path is not None and not os.path.exists(path):
-            os.makedirs(self.data_dir, exist_ok=True)
-            write_dataset(self.dataset_name, path, self.per_key, self.data_seed, workers=max(1, self.num_workers))
+            os.makedirs(self.hparams.data_dir, exist_ok=True)
+            write_dataset(
+                self.hparams.dataset,
+                path,
+                self.hparams.per_key,
+                self.hparams.data_seed,
+                workers=max(1, self.hparams.num_workers),
+            )
 
     def _dataset(self) -> SignalDataset:
         if self.data is None:
-            self.data = open_dataset(self.dataset_name, self.data_dir, self.per_key, self.data_seed, self.class_order)
+            self.data = open_dataset(
+                self.hparams.dataset,
+                self.hparams.data_dir,
+                self.hparams.per_key,
+                self.hparams.data_seed,
+                self.hparams.class_order,
+            )
         return self.data
 
     def setup(self, stage: str | None = None) -> None:
@@ -165,29 +165,31 @@ class SignalDataModule(pl.LightningDataModule):
         kept = torch.nonzero(snr_mask(data.snr, self.keep_snrs)).flatten()
         if kept.numel() == 0:
             raise ValueError(f"no examples have an SNR in {self.keep_snrs}; the dataset has {data.snrs}")
-        parts = stratified_split(data.y[kept], data.snr[kept], self.fractions, seed=self.seed)
+        parts = stratified_split(data.y[kept], data.snr[kept], self.fractions, seed=self.hparams.seed)
         self.rows = {name: kept[part] for name, part in zip(("train", "val", "test"), parts, strict=True)}
         if self.view.norm == "standardize" and not self.view.fitted:
             self._fit_view()
 
     def _fit_view(self) -> None:
         train = self.rows["train"]
-        if train.numel() > self.fit_examples:
-            generator = torch.Generator().manual_seed(self.seed)
-            train = train[torch.randperm(train.numel(), generator=generator)[: self.fit_examples]]
-        self.view.fit(iter(self._stream(train, shuffle=False, transform=False)))
+        if train.numel() > self.hparams.fit_examples:
+            generator = torch.Generator().manual_seed(self.hparams.seed)
+            train = train[torch.randperm(train.numel(), generator=generator)[: self.hparams.fit_examples]]
+        self.view.fit(self._stream(train, shuffle=False, transform=False))
 
     def _stream(self, rows: torch.Tensor, shuffle: bool, transform: bool = True) -> BatchStream:
         data = self._dataset()
-        block_rows = self.block_rows or (256 if isinstance(data, RadioML2018) else 1)
-        sampler = BlockShuffleSampler(rows, block_rows, self.window_rows, shuffle=shuffle, seed=self.seed)
-        return BatchStream(data, sampler, self.batch_size, transform=self.view if transform else None)
+        block_rows = self.hparams.block_rows or data.read_block_rows
+        sampler = BlockShuffleSampler(
+            rows, block_rows, self.hparams.window_rows, shuffle=shuffle, seed=self.hparams.seed
+        )
+        return BatchStream(data, sampler, self.hparams.batch_size, transform=self.view if transform else None)
 
     def _loader(self, split: str, shuffle: bool) -> EpochLoader:
         if not self.rows:
             raise RuntimeError("call setup() before asking for data loaders")
         stream = self._stream(self.rows[split], shuffle)
-        return EpochLoader(stream, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        return EpochLoader(stream, num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
 
     def train_dataloader(self) -> EpochLoader:
         return self._loader("train", shuffle=True)
@@ -210,6 +212,6 @@ class SignalDataModule(pl.LightningDataModule):
 
     def __repr__(self) -> str:
         return (
-            f"SignalDataModule({self.dataset_name!r}, split={self.fractions}, snrs={self.keep_snrs}, "
-            f"view={self.view!r}, batch_size={self.batch_size})"
+            f"SignalDataModule({self.hparams.dataset!r}, split={self.fractions}, snrs={self.keep_snrs}, "
+            f"view={self.view!r}, batch_size={self.hparams.batch_size})"
         )

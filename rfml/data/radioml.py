@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import torch
 
-from rfml.data.base import Batch, DatasetFormatError, SignalDataset
+from rfml.data.base import Batch, DatasetFormatError, InMemorySignalDataset, SignalDataset, gather_frames
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.dsp.synthesizer import CLASSES_RML2018A
 
@@ -28,11 +28,7 @@ SHIPPED_CLASSES_RML2018A: list[str] = [
 ]  # fmt: skip
 
 
-def _as_index_tensor(idx: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(idx)
-
-
-class RadioML2016(SignalDataset):
+class RadioML2016(InMemorySignalDataset):
     """RadioML 2016.10a (``RML2016.10a_dict.pkl``) or 2016.10b (``RML2016.10b.dat``), held in memory.
 
     The file is a pickled dict ``{(modulation, snr_db): float32 (n, 2, L)}``; it is read with a
@@ -58,7 +54,6 @@ class RadioML2016(SignalDataset):
         for k in range(len(raw_keys)):  # file order, so the error names the first offending key
             length = self._check_value(raw_keys[k], data[raw_keys[k]], length)
         counts = [data[raw_keys[k]].shape[0] for k in order]
-        self._length = int(length)
         self.x = torch.empty(sum(counts), 2, length, dtype=torch.float32)
         start = 0
         for k, count in zip(order, counts, strict=True):
@@ -96,17 +91,6 @@ class RadioML2016(SignalDataset):
             )
         return value.shape[2]
 
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
-        idx = _as_index_tensor(self._check_indices(indices))
-        return {"x": self.x[idx], "y": self.y[idx], "snr": self.snr[idx]}
-
-    def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x, torch.as_tensor(rows, dtype=torch.int64)
-
     def __repr__(self) -> str:
         return f"RadioML2016({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"
 
@@ -128,6 +112,7 @@ class RadioML2018(SignalDataset):
     """
 
     label_chunk_rows = 1 << 16
+    read_block_rows = 256  # 2 MiB of frames at L = 1024: one contiguous read per block
 
     def __init__(
         self,
@@ -278,15 +263,14 @@ class RadioML2018(SignalDataset):
             offset += width
         # Buffer row of each unique row: its span's offset in the buffer plus its offset in the span.
         span_of = np.searchsorted(spans[:, 0], unique, side="right") - 1
-        span_offset = np.concatenate(([0], np.cumsum(widths)[:-1])).astype(np.int64)
-        positions = span_offset[span_of] + (unique - spans[span_of, 0])
+        positions = (np.cumsum(widths) - widths)[span_of] + (unique - spans[span_of, 0])
         return torch.from_numpy(buffer).transpose(1, 2), torch.from_numpy(positions[inverse])
 
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
         idx = self._check_indices(indices)
         frames, positions = self.frames(idx)
-        rows = _as_index_tensor(idx)
-        return {"x": frames[positions].contiguous(), "y": self.y[rows], "snr": self.snr[rows]}
+        rows = torch.from_numpy(idx)
+        return {"x": gather_frames(frames, positions).contiguous(), "y": self.y[rows], "snr": self.snr[rows]}
 
     def __repr__(self) -> str:
         return f"RadioML2018({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from rfml.data.base import Batch, SignalDataset
+from rfml.data.base import Batch, SignalDataset, gather_frames
 
 
 @dataclass(frozen=True)
@@ -107,19 +107,12 @@ class BlockShuffleSampler:
         return plan
 
 
-def _gather(frames: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """``frames[positions]``; for a transposed view of contiguous frames, a row copy in the stored layout."""
-    stored = frames.transpose(1, 2)
-    if not frames.is_contiguous() and stored.is_contiguous():
-        return stored.index_select(0, positions).transpose(1, 2)  # whole rows: memcpy speed
-    return frames.index_select(0, positions)
-
-
 class BatchStream(IterableDataset[Batch]):
     """Batches ``{"x", "y", "snr"}`` of ``dataset`` following a :class:`BlockShuffleSampler`.
 
-    Windows are read one ahead on a background thread (the read releases the GIL for most of its
-    time), and each batch is one gather from the window, so frames are copied once after reading.
+    Windows are read one ahead on a background thread, which overlaps the next read with the
+    gathers of the current window (torch releases the GIL while it copies), and each batch is one
+    gather from the window, so frames are copied once after reading.
     In ``DataLoader`` workers, each worker takes an equal share of the epoch's emission order
     (:meth:`BlockShuffleSampler.windows`) and carries the rows left over at the end of a window
     into its next batch, so only its last batch of the epoch can be short and the number of
@@ -200,7 +193,7 @@ class BatchStream(IterableDataset[Batch]):
             if carry is not None:
                 # Complete the carried rows with the head of this window.
                 need = self.batch_size - carry[0].shape[0]
-                head = _gather(frames, positions[:need])
+                head = gather_frames(frames, positions[:need])
                 start = min(need, positions.numel())
                 carry = (
                     torch.cat([carry[0], head]),
@@ -214,10 +207,10 @@ class BatchStream(IterableDataset[Batch]):
             full_end = start + (positions.numel() - start) // self.batch_size * self.batch_size
             for first in range(start, full_end, self.batch_size):
                 part = slice(first, first + self.batch_size)
-                yield self._emit(_gather(frames, positions[part]), y[part], snr[part])
+                yield self._emit(gather_frames(frames, positions[part]), y[part], snr[part])
             if full_end < positions.numel():
                 tail = slice(full_end, positions.numel())
-                carry = (_gather(frames, positions[tail]), y[tail], snr[tail])
+                carry = (gather_frames(frames, positions[tail]), y[tail], snr[tail])
         if carry is not None and not self.drop_last:
             yield self._emit(*carry)
 

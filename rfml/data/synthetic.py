@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -22,6 +23,8 @@ from tqdm import tqdm
 
 from rfml.data.base import Batch, SignalDataset
 from rfml.dsp.synthesizer import CLASS_SETS, Synthesizer
+
+RowsT = TypeVar("RowsT", torch.Tensor, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -62,18 +65,23 @@ def get_preset(name: str) -> DatasetPreset:
     return PRESETS[name]
 
 
+def file_keys(rows: RowsT, num_snrs: int, per_key: int) -> tuple[RowsT, RowsT, RowsT]:
+    """(class index, SNR index, example within the key) of file rows, in the loader's row order.
+
+    Rows are class-major, then SNR, then example in both RadioML layouts (as their loaders order
+    them). Works on torch tensors and numpy arrays alike.
+    """
+    return rows // (num_snrs * per_key), (rows // per_key) % num_snrs, rows % per_key
+
+
 def source_indices(
     rows: torch.Tensor | np.ndarray | Sequence[int], num_classes: int, num_snrs: int, per_key: int
 ) -> torch.Tensor:
     """Synthesizer example index held by each row of a written file, in the loader's row order.
 
-    Rows are class-major, then SNR, then example (both RadioML layouts, as their loaders order
-    them); the synthesizer cycles class fastest, then SNR (:class:`rfml.dsp.Synthesizer`).
+    The synthesizer cycles class fastest, then SNR (:class:`rfml.dsp.Synthesizer`).
     """
-    rows = torch.as_tensor(rows, dtype=torch.int64)
-    cls = rows // (num_snrs * per_key)
-    snr = (rows // per_key) % num_snrs
-    example = rows % per_key
+    cls, snr, example = file_keys(torch.as_tensor(rows, dtype=torch.int64), num_snrs, per_key)
     return cls + num_classes * (snr + num_snrs * example)
 
 
@@ -157,13 +165,14 @@ class _RowStream:
     """Generated row ranges in file order, from ``workers`` processes with a bounded queue.
 
     Whatever order workers finish in, ranges are handed out in file order and each carries its
-    start row; labels are recomputed from the row position and checked against the worker's.
+    start row; the worker's labels are checked against the labels of the rows' file positions
+    before anything is yielded, so a writer can store them as they come.
     """
 
     def __init__(self, job: _Job, ranges: list[tuple[int, int]], workers: int) -> None:
         self.job, self.ranges, self.workers = job, ranges, workers
 
-    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         preset = get_preset(self.job.preset)
         if self.workers <= 1:
             results: Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = (
@@ -179,8 +188,7 @@ class _RowStream:
 
     def _ordered(self, pool: ProcessPoolExecutor) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         pending: deque[Future[tuple[int, np.ndarray, np.ndarray, np.ndarray]]] = deque()
-        ranges = iter(self.ranges)
-        for a, b in ranges:
+        for a, b in self.ranges:
             pending.append(pool.submit(_generate_rows, a, b, self.job))
             if len(pending) >= 2 * self.workers:  # bounded: at most 2 ranges per worker in flight
                 yield pending.popleft().result()
@@ -189,17 +197,16 @@ class _RowStream:
 
     def _checked(
         self, results: Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]], preset: DatasetPreset
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        snr_table = np.asarray(preset.snrs)
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
         expected_start = 0
         for start, x, y, snr in results:
-            rows = np.arange(start, start + len(x))
-            want_y = rows // (len(preset.snrs) * self.job.per_key)
-            want_snr = snr_table[(rows // self.job.per_key) % len(preset.snrs)]
-            if start != expected_start or not (np.array_equal(y, want_y) and np.array_equal(snr, want_snr)):
+            cls, snr_index, _ = file_keys(np.arange(start, start + len(x)), len(preset.snrs), self.job.per_key)
+            if start != expected_start or not (
+                np.array_equal(y, cls) and np.array_equal(snr, np.asarray(preset.snrs)[snr_index])
+            ):
                 raise RuntimeError(f"generated rows {start}.. do not match their file positions; refusing to write")
             expected_start = start + len(x)
-            yield start, x
+            yield start, x, y, snr
 
 
 def _row_ranges(total: int, step: int) -> list[tuple[int, int]]:
@@ -216,11 +223,12 @@ class _PendingArray:
         return self.make().__reduce_ex__(protocol)
 
 
-def _write_pickle(
-    handle: object, preset: DatasetPreset, stream: Iterator[tuple[int, np.ndarray]], per_key: int, bar: tqdm
-) -> None:
+RowChunks = Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _write_pickle(handle: object, preset: DatasetPreset, stream: RowChunks, bar: tqdm) -> None:
     def next_key() -> np.ndarray:
-        _, x = next(stream)
+        _, x, _, _ = next(stream)
         bar.update(len(x))
         return x
 
@@ -231,23 +239,17 @@ def _write_pickle(
     pickler.dump({key: _PendingArray(next_key) for key in keys})
 
 
-def _write_hdf5(
-    path: str, preset: DatasetPreset, stream: Iterator[tuple[int, np.ndarray]], per_key: int, bar: tqdm
-) -> None:
-    rows = len(preset.classes) * len(preset.snrs) * per_key
+def _write_hdf5(path: str, preset: DatasetPreset, stream: RowChunks, rows: int, bar: tqdm) -> None:
     chunk_rows = max(1, min(rows, (2 << 20) // (preset.length * 8)))  # about 2 MiB per chunk of X
     with h5py.File(path, "w") as handle:
         x_set = handle.create_dataset("X", (rows, preset.length, 2), dtype="f4", chunks=(chunk_rows, preset.length, 2))
         y_set = handle.create_dataset("Y", (rows, len(preset.classes)), dtype="i8", chunks=True)
         z_set = handle.create_dataset("Z", (rows, 1), dtype="i8", chunks=True)
-        for start, x in stream:
+        for start, x, y, snr in stream:
             stop = start + len(x)
             x_set[start:stop] = x.transpose(0, 2, 1)
-            position = np.arange(start, stop)
-            one_hot = np.zeros((len(x), len(preset.classes)), dtype=np.int64)
-            one_hot[np.arange(len(x)), position // (len(preset.snrs) * per_key)] = 1
-            y_set[start:stop] = one_hot
-            z_set[start:stop, 0] = np.asarray(preset.snrs)[(position // per_key) % len(preset.snrs)]
+            y_set[start:stop] = np.eye(len(preset.classes), dtype=np.int64)[y]
+            z_set[start:stop, 0] = snr
             bar.update(len(x))
 
 
@@ -296,9 +298,9 @@ def write_dataset(
     try:
         if spec.layout == "pickle":
             with open(temporary, "wb") as handle:
-                _write_pickle(handle, spec, stream, per_key, bar)
+                _write_pickle(handle, spec, stream, bar)
         else:
-            _write_hdf5(temporary, spec, stream, per_key, bar)
+            _write_hdf5(temporary, spec, stream, total, bar)
         os.replace(temporary, path)
     finally:
         bar.close()
