@@ -1,0 +1,156 @@
+"""Host side of on-device profiling: write a bundle for a board, and read its results back.
+
+A bundle is a folder: ONNX models, their example inputs (.npy), `manifest.json`, and `profile_bundle.py`
+(a copy of `ondevice/device/runner.py`, which needs only numpy and onnxruntime).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ondevice.device import runner as device_runner
+from ondevice.device.runner import (
+    BUNDLE_FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    RESULTS_FORMAT,
+    BundleError,
+    read_manifest,
+    sha256_file,
+    write_json_atomic,
+)
+from ondevice.export import ExampleInputs, as_input_tuple, export_onnx, quantize_dynamic_int8, verify_onnx
+from ondevice.profile import count_macs
+from ondevice.report import LatencyReport, Measurement
+
+README = """Latency bundle written by `ondevice bundle` ({created}).
+
+On the device (needs Python 3.10+, numpy and onnxruntime; torch is not needed):
+
+    python profile_bundle.py . --threads 1          # or --threads 1,2,4
+
+It writes results-<host>-<threads>t.json here. Copy that file back and run on the host:
+
+    ondevice ingest results-<host>-<threads>t.json --bundle <this folder>
+"""
+
+
+def write_bundle(
+    models: Mapping[str, tuple[nn.Module, ExampleInputs]],
+    out_dir: str | os.PathLike,
+    batch_sizes: Sequence[int] = (1,),
+    *,
+    int8: bool = True,
+    warmup: int = 10,
+    repeats: int = 50,
+    rounds: int = 10,
+    atol: float = 1e-4,
+) -> Path:
+    """Export each model (fp32, and dynamic int8 if `int8`) into a new bundle folder `out_dir`.
+
+    Every fp32 export is checked against torch (|ORT - torch| <= `atol`) before it goes in. The folder
+    appears complete or not at all: it is built under a temporary name and renamed.
+    """
+    out = Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out} already exists; choose a new --out folder or remove it")
+    if not models:
+        raise ValueError("a bundle needs at least one model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        entries = []
+        for name, (model, example) in models.items():
+            inputs = as_input_tuple(example)
+            fp32 = export_onnx(model, inputs, tmp / f"{name}.onnx")
+            verify_onnx(model, fp32, inputs, atol=atol)
+            (tmp / "inputs").mkdir(exist_ok=True)
+            specs = []
+            for i, tensor in enumerate(inputs):
+                input_name = "x" if len(inputs) == 1 else f"x{i}"
+                file = f"inputs/{name}.{input_name}.npy"
+                np.save(tmp / file, tensor.detach().cpu().numpy(), allow_pickle=False)
+                shape = ["batch", *tensor.shape[1:]]
+                specs.append({"name": input_name, "file": file, "shape": shape, "dtype": str(tensor.dtype)})
+            facts = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, inputs)}
+            files = {"onnxruntime": fp32}
+            if int8:
+                files["onnxruntime-int8"] = quantize_dynamic_int8(fp32, tmp / f"{name}.int8.onnx")
+            for backend, path in files.items():
+                entries.append(
+                    {
+                        "name": name,
+                        "backend": backend,
+                        "file": path.name,
+                        "sha256": sha256_file(path),
+                        "inputs": specs,
+                        "batch_sizes": [int(b) for b in batch_sizes],
+                        **facts,
+                    }
+                )
+        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "version": FORMAT_VERSION,
+            "bundle_id": uuid.uuid4().hex,
+            "created": created,
+            "settings": {"warmup": warmup, "repeats": repeats, "rounds": rounds},
+            "models": entries,
+        }
+        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        shutil.copyfile(device_runner.__file__, tmp / "profile_bundle.py")
+        (tmp / "README.txt").write_text(README.format(created=created))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def ingest(results_path: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> LatencyReport:
+    """Load a device's results JSON as a LatencyReport, after checking it belongs to this bundle."""
+    results_path = Path(results_path)
+    bundle = Path(bundle_dir) if bundle_dir is not None else results_path.parent
+    try:
+        results: dict[str, Any] = json.loads(results_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{results_path}: cannot read device results ({exc})") from exc
+    if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
+        raise BundleError(f"{results_path}: field 'format' must be {RESULTS_FORMAT!r}; not a device results file")
+    manifest = read_manifest(bundle)
+    if results.get("bundle_id") != manifest["bundle_id"]:
+        raise BundleError(
+            f"{results_path}: refused: these results were measured on bundle {results.get('bundle_id')!r}, but "
+            f"{bundle / MANIFEST_NAME} is bundle {manifest['bundle_id']!r}; pass --bundle with the folder the "
+            "results came from"
+        )
+    if results.get("manifest_sha256") != manifest["sha256"]:
+        raise BundleError(
+            f"{results_path}: refused: {bundle / MANIFEST_NAME} has changed since these results were measured "
+            "(its sha256 differs)"
+        )
+    expected = {f"{e['name']}/{e['backend']}": e["sha256"] for e in manifest["models"]}
+    if results.get("files") != expected:
+        raise BundleError(f"{results_path}: refused: the models measured are not the bundle's models (sha256 differ)")
+    try:
+        measurements = [Measurement.from_dict(m) for m in results["measurements"]]
+    except (KeyError, TypeError) as exc:
+        raise BundleError(f"{results_path}: field 'measurements' is malformed ({exc})") from exc
+    return LatencyReport(
+        measurements=measurements,
+        models=results.get("models", {}),
+        environment=results.get("environment", {}),
+        settings=results.get("settings", {}),
+        source={"bundle_id": manifest["bundle_id"], "results": str(results_path)},
+    )

@@ -1,0 +1,7 @@
+"""`python -m ondevice.device BUNDLE_DIR --threads N`."""
+
+import sys
+
+from ondevice.device.runner import main
+
+sys.exit(main())

@@ -1,0 +1,602 @@
+"""Latency measurement that runs on the target device: numpy, onnxruntime and the standard library only.
+
+This one file is the whole device side. `ondevice bundle` copies it into every bundle as
+`profile_bundle.py`, so a board or phone needs no install beyond numpy and onnxruntime:
+
+    python profile_bundle.py BUNDLE_DIR --threads 4        # or: python -m ondevice.device BUNDLE_DIR
+
+The host's profiler (`ondevice.profile`) drives the same runners and the same worker protocol, so a
+figure measured on the host and one measured on the board come from the same timing loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BUNDLE_FORMAT = "ondevice-bundle"
+RESULTS_FORMAT = "ondevice-device-results"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ORT_BACKENDS = ("onnxruntime", "onnxruntime-int8")
+GRAPH_OPTIMIZATION_LEVELS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+class ProfileError(RuntimeError):
+    """A model could not be measured; the message names the model, backend and batch size."""
+
+
+class BundleError(ValueError):
+    """A bundle or a results file is malformed or does not belong together."""
+
+
+# --------------------------------------------------------------------------------------------- statistics
+
+
+def summarize(samples_s: Sequence[float], batch_size: int) -> dict[str, Any]:
+    """Median, p10, p90 and IQR of per-call latencies (ms), and the throughput the median implies."""
+    if len(samples_s) == 0:
+        raise ValueError("no latency samples to summarise")
+    ms = np.asarray(samples_s, dtype=np.float64) * 1e3
+    p10, p25, median, p75, p90 = np.percentile(ms, [10, 25, 50, 75, 90])
+    return {
+        "n": int(ms.size),
+        "median_ms": float(median),
+        "p10_ms": float(p10),
+        "p90_ms": float(p90),
+        "iqr_ms": float(p75 - p25),
+        "samples_per_s": float(batch_size * 1e3 / median),
+        "samples_ms": [round(float(v), 6) for v in ms],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- memory
+
+_STATUS = Path("/proc/self/status")
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """Resident set size now (Linux and Android; None elsewhere)."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def peak_rss_bytes() -> int | None:
+    """Peak resident set size of this process since start or since the last `reset_peak_rss()`."""
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return kib * 1024
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return None
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0); False where the platform does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------ environment
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        # x86 names the model and flags per core; ARM boards use Hardware/Processor and Features.
+        if sep and key in ("model name", "Hardware", "Processor", "flags", "Features", "CPU part") and key not in info:
+            info[key] = value.strip()
+    return info
+
+
+def environment() -> dict[str, Any]:
+    """What a latency figure depends on, read off this machine: CPU, cores, OS and runtime versions."""
+    cpu = _cpuinfo()
+    model = cpu.get("model name") or cpu.get("Hardware") or cpu.get("Processor") or platform.processor()
+    try:
+        usable_cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable_cores = os.cpu_count()
+    env: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": model or "unknown",
+        "cpu_flags": (cpu.get("flags") or cpu.get("Features") or "").split(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "thread_env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ},
+    }
+    try:
+        import onnxruntime as ort
+
+        env["onnxruntime"] = ort.__version__
+        env["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError:
+        env["onnxruntime"] = None
+    return env
+
+
+# -------------------------------------------------------------------------------------------- runners
+
+
+def tile_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
+    """The example repeated along axis 0 until it holds `batch_size` rows (C-contiguous)."""
+    if array.ndim == 0:
+        raise ValueError("an example input must have a batch axis (axis 0)")
+    reps = -(-batch_size // array.shape[0])
+    return np.ascontiguousarray(np.concatenate([array] * reps, axis=0)[:batch_size])
+
+
+class OrtRunner:
+    """One ONNX Runtime session with explicit threads, timed one `run` call per sample."""
+
+    backend = "onnxruntime"
+
+    def __init__(
+        self,
+        onnx_path: str | os.PathLike,
+        inputs: Mapping[str, np.ndarray],
+        threads: int,
+        graph_optimization_level: str = "all",
+    ) -> None:
+        import onnxruntime as ort
+
+        if graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
+            raise ValueError(
+                f"graph_optimization_level must be one of {sorted(GRAPH_OPTIMIZATION_LEVELS)}, "
+                f"got {graph_optimization_level!r}"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[graph_optimization_level]
+        )
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        expected = [i.name for i in self.session.get_inputs()]
+        if sorted(expected) != sorted(inputs):
+            raise ValueError(f"{onnx_path}: the graph's inputs are {expected}, the example gives {sorted(inputs)}")
+        self.examples = dict(inputs)
+        self.feeds: dict[str, np.ndarray] = {}
+
+    def prepare(self, batch_size: int, warmup: int) -> None:
+        self.feeds = {name: tile_batch(a, batch_size) for name, a in self.examples.items()}
+        for _ in range(warmup):
+            self.session.run(None, self.feeds)
+
+    def run(self, n: int) -> list[float]:
+        run, feeds, clock = self.session.run, self.feeds, time.perf_counter
+        samples = []
+        for _ in range(n):
+            start = clock()
+            run(None, feeds)
+            samples.append(clock() - start)
+        return samples
+
+    def close(self) -> None:
+        self.session = None
+
+
+# ------------------------------------------------------------------------------- worker protocol (pipes)
+# A parent measures each runner in a worker process of its own, so no two runtimes' thread pools ever
+# share a process, and interleaves them round by round. One JSON object per line each way.
+
+
+def serve(make_runner: Callable[[dict], Any]) -> None:
+    """Answer a parent's requests on stdin/stdout until it says `exit`; errors go back as messages."""
+    # The protocol owns the real stdout; anything a library prints goes to stderr instead.
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    runner = None
+    for line in sys.stdin:
+        request = json.loads(line)
+        op = request["op"]
+        try:
+            if op == "exit":
+                break
+            if op == "load":
+                runner = make_runner(request)
+                reply: dict[str, Any] = {"ok": True, "pid": os.getpid()}
+            elif op == "prepare":
+                runner.prepare(int(request["batch_size"]), int(request["warmup"]))
+                reply = {"ok": True, "rss_before_bytes": rss_bytes(), "peak_reset": reset_peak_rss()}
+            elif op == "run":
+                reply = {"ok": True, "samples": runner.run(int(request["n"]))}
+            elif op == "memory":
+                reply = {"ok": True, "peak_rss_bytes": peak_rss_bytes()}
+            else:
+                reply = {"ok": False, "error": f"unknown request {op!r}", "type": "ValueError"}
+        except Exception as exc:  # every failure is reported to the parent, which names the context
+            reply = {"ok": False, "error": str(exc), "type": type(exc).__name__}
+        channel.write(json.dumps(reply) + "\n")
+    channel.close()
+
+
+class WorkerClient:
+    """The parent's handle on one worker process; the same prepare/run calls as an in-process runner."""
+
+    def __init__(self, command: Sequence[str], load: dict, env: Mapping[str, str] | None = None) -> None:
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            list(command),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
+            env=None if env is None else {**os.environ, **env},
+        )
+        self.rss_before_bytes: int | None = None
+        self.peak_reset = False
+        self.request({"op": "load", **load})
+
+    def request(self, message: dict) -> dict:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            self.process.wait(timeout=10)
+            self._log.seek(0)
+            tail = self._log.read()[-2000:]
+            raise ProfileError(f"the worker process exited (code {self.process.returncode}):\n{tail}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise ProfileError(f"{reply.get('type', 'Error')}: {reply.get('error')}")
+        return reply
+
+    def prepare(self, batch_size: int, warmup: int) -> None:
+        reply = self.request({"op": "prepare", "batch_size": batch_size, "warmup": warmup})
+        self.rss_before_bytes, self.peak_reset = reply["rss_before_bytes"], reply["peak_reset"]
+
+    def run(self, n: int) -> list[float]:
+        return self.request({"op": "run", "n": n})["samples"]
+
+    def peak_rss_bytes(self) -> int | None:
+        return self.request({"op": "memory"})["peak_rss_bytes"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"op": "exit"}) + "\n")
+                self.process.stdin.close()
+                self.process.wait(timeout=30)
+            except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+        self.process.stdout.close()
+        self._log.close()
+
+
+class InProcess:
+    """Adapts a runner that lives in this process to the worker interface (prepare/run/peak memory)."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+        self.rss_before_bytes: int | None = None
+        self.peak_reset = False
+
+    def prepare(self, batch_size: int, warmup: int) -> None:
+        self.runner.prepare(batch_size, warmup)
+        self.rss_before_bytes, self.peak_reset = rss_bytes(), reset_peak_rss()
+
+    def run(self, n: int) -> list[float]:
+        return self.runner.run(n)
+
+    def peak_rss_bytes(self) -> int | None:
+        return peak_rss_bytes()
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def measure_interleaved(
+    runners: Mapping[tuple[str, str, int], Any],
+    batch_sizes: Sequence[int],
+    warmup: int,
+    repeats: int,
+    rounds: int,
+    progress: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Time every (model, backend, threads) runner at every batch size, interleaved round by round.
+
+    At each batch size every runner is warmed up, then `repeats` timed calls are split into `rounds`
+    rounds and the runners take turns (A B A B ...), so slow drift on a shared machine falls on all of
+    them alike instead of on whichever ran last.
+    """
+    if warmup < 0 or repeats < 1 or rounds < 1:
+        raise ValueError(f"need warmup >= 0, repeats >= 1 and rounds >= 1; got {warmup}, {repeats}, {rounds}")
+    rounds = min(rounds, repeats)
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    measurements = []
+    for batch_size in batch_sizes:
+        samples: dict[tuple[str, str, int], list[float]] = {}
+        for key, runner in runners.items():
+            model, backend, _ = key
+            if progress:
+                progress(f"warm-up {model} / {backend} at batch {batch_size}")
+            try:
+                runner.prepare(batch_size, warmup)
+            except Exception as exc:
+                raise ProfileError(
+                    f"model {model!r} failed on backend {backend!r} at batch size {batch_size}: {exc}"
+                ) from exc
+            samples[key] = []
+        for r, n in enumerate(per_round):
+            for key, runner in runners.items():
+                if progress:
+                    progress(f"batch {batch_size}: round {r + 1}/{rounds}, {key[0]} / {key[1]}")
+                try:
+                    samples[key].extend(runner.run(n))
+                except Exception as exc:
+                    raise ProfileError(
+                        f"model {key[0]!r} failed on backend {key[1]!r} at batch size {batch_size}: {exc}"
+                    ) from exc
+        for key, runner in runners.items():
+            model, backend, threads = key
+            measurements.append(
+                {
+                    "model": model,
+                    "backend": backend,
+                    "batch_size": int(batch_size),
+                    "threads": int(threads),
+                    **summarize(samples[key], batch_size),
+                    "peak_rss_bytes": runner.peak_rss_bytes(),
+                    "rss_before_bytes": runner.rss_before_bytes,
+                    # Peak is per runner only where the runner had a process (or a peak reset) of its own.
+                    "peak_rss_exclusive": isinstance(runner, WorkerClient) and runner.peak_reset,
+                }
+            )
+    return measurements
+
+
+# ------------------------------------------------------------------------------------------------ bundles
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON to a temporary name beside `path`, then rename: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> dict[str, Any]:
+    """Load and check a bundle's manifest: every entry's files exist and match their recorded hashes."""
+    bundle = Path(bundle_dir)
+    path = bundle / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{bundle}: no {MANIFEST_NAME}; is this a bundle written by `ondevice bundle`?")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: field 'format' must be {BUNDLE_FORMAT!r}")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise BundleError(f"{path}: field 'version' is {manifest.get('version')!r}; this runner reads {FORMAT_VERSION}")
+    models = manifest.get("models")
+    if not isinstance(models, list) or not models:
+        raise BundleError(f"{path}: field 'models' must be a non-empty list")
+    for i, entry in enumerate(models):
+        where = f"{path}: models[{i}]"
+        for field in ("name", "backend", "file", "sha256", "inputs", "batch_sizes"):
+            if field not in entry:
+                raise BundleError(f"{where}: missing field {field!r}")
+        where += f" ({entry['name']!r}, {entry['backend']!r})"
+        if entry["backend"] not in ORT_BACKENDS:
+            raise BundleError(f"{where}: field 'backend' must be one of {ORT_BACKENDS}")
+        onnx_file = bundle / entry["file"]
+        if not onnx_file.is_file():
+            raise BundleError(f"{where}: ONNX file {entry['file']!r} is missing from {bundle}")
+        if sha256_file(onnx_file) != entry["sha256"]:
+            raise BundleError(f"{where}: {entry['file']!r} does not match the sha256 the manifest records")
+        for spec in entry["inputs"]:
+            if not (bundle / spec["file"]).is_file():
+                raise BundleError(f"{where}: example input file {spec['file']!r} is missing from {bundle}")
+    manifest["sha256"] = sha256_file(path)
+    return manifest
+
+
+
+def _worker_command() -> list[str]:
+    return [sys.executable, os.path.abspath(__file__), "--worker"]
+
+
+def profile_bundle(
+    bundle_dir: str | os.PathLike,
+    threads: Sequence[int] = (1,),
+    warmup: int | None = None,
+    repeats: int | None = None,
+    rounds: int | None = None,
+    graph_optimization_level: str = "all",
+    isolate: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure every model in a bundle on this machine; returns the results document (not yet written)."""
+    bundle = Path(bundle_dir)
+    manifest = read_manifest(bundle)
+    settings = manifest.get("settings", {})
+    warmup = settings.get("warmup", 10) if warmup is None else warmup
+    repeats = settings.get("repeats", 50) if repeats is None else repeats
+    rounds = settings.get("rounds", 10) if rounds is None else rounds
+    measurements: list[dict[str, Any]] = []
+    batch_groups: dict[tuple[int, ...], list[dict]] = {}
+    for entry in manifest["models"]:
+        batch_groups.setdefault(tuple(entry["batch_sizes"]), []).append(entry)
+    for batch_sizes, entries in batch_groups.items():
+        runners: dict[tuple[str, str, int], Any] = {}
+        try:
+            for n_threads in threads:
+                for entry in entries:
+                    key = (entry["name"], entry["backend"], int(n_threads))
+                    load = {
+                        "onnx": str(bundle / entry["file"]),
+                        "inputs": {s["name"]: str(bundle / s["file"]) for s in entry["inputs"]},
+                        "threads": int(n_threads),
+                        "graph_optimization_level": graph_optimization_level,
+                    }
+                    try:
+                        if isolate:
+                            runners[key] = WorkerClient(_worker_command(), load)
+                        else:
+                            runners[key] = InProcess(_ort_runner(load))
+                    except Exception as exc:
+                        raise ProfileError(f"model {key[0]!r} on backend {key[1]!r}: could not load: {exc}") from exc
+            measurements += measure_interleaved(runners, batch_sizes, warmup, repeats, rounds, progress)
+        finally:
+            for runner in runners.values():
+                runner.close()
+    return {
+        "format": RESULTS_FORMAT,
+        "version": FORMAT_VERSION,
+        "bundle_id": manifest["bundle_id"],
+        "manifest_sha256": manifest["sha256"],
+        "models": {e["name"]: {"params": e.get("params"), "macs": e.get("macs")} for e in manifest["models"]},
+        "files": {f"{e['name']}/{e['backend']}": e["sha256"] for e in manifest["models"]},
+        "environment": environment(),
+        "settings": {
+            "warmup": warmup,
+            "repeats": repeats,
+            "rounds": rounds,
+            "threads": list(threads),
+            "graph_optimization_level": graph_optimization_level,
+            "isolate": isolate,
+            "interop_threads": 1,
+            "execution_mode": "sequential",
+        },
+        "measurements": measurements,
+    }
+
+
+def _ort_runner(load: Mapping[str, Any]) -> OrtRunner:
+    inputs = {name: np.load(path, allow_pickle=False) for name, path in load["inputs"].items()}
+    return OrtRunner(load["onnx"], inputs, load["threads"], load.get("graph_optimization_level", "all"))
+
+
+def _stderr_progress(message: str) -> None:
+    # A terminal gets one line rewritten in place; a log file gets only the warm-up lines.
+    if sys.stderr.isatty():
+        print(f"\r{message[:100]:<100}", end="", file=sys.stderr, flush=True)
+    elif message.startswith("warm-up"):
+        print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ondevice.device",
+        description="Profile every ONNX model of a bundle on this device (needs only numpy and onnxruntime).",
+    )
+    parser.add_argument("bundle", nargs="?", help="the bundle folder written by `ondevice bundle`")
+    parser.add_argument("--threads", default="1", help="intra-op threads, or a list: 1,2,4 (default 1)")
+    parser.add_argument("--warmup", type=int, help="untimed calls per model and batch size (default: manifest)")
+    parser.add_argument("--repeats", type=int, help="timed calls per model and batch size (default: manifest)")
+    parser.add_argument("--rounds", type=int, help="interleaving rounds (default: manifest)")
+    parser.add_argument("--graph-optimization", default="all", choices=sorted(GRAPH_OPTIMIZATION_LEVELS))
+    parser.add_argument("--in-process", action="store_true", help="no worker processes (for one-process sandboxes)")
+    parser.add_argument("--out", help="results JSON (default: BUNDLE/results-HOST-<threads>t.json)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        serve(_ort_runner)
+        return 0
+    if args.bundle is None:
+        parser.error("the bundle folder is required")
+    try:
+        threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    except ValueError:
+        parser.error(f"--threads must be integers separated by commas, got {args.threads!r}")
+    try:
+        results = profile_bundle(
+            args.bundle,
+            threads=threads,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            rounds=args.rounds,
+            graph_optimization_level=args.graph_optimization,
+            isolate=not args.in_process,
+            progress=_stderr_progress,
+        )
+    except (BundleError, ProfileError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    tag = "-".join(str(t) for t in threads)
+    out = Path(args.out) if args.out else Path(args.bundle) / f"results-{socket.gethostname()}-{tag}t.json"
+    write_json_atomic(out, results)
+    for m in results["measurements"]:
+        print(
+            f"{m['model']:<24} {m['backend']:<17} threads {m['threads']:<3} batch {m['batch_size']:<5} "
+            f"median {m['median_ms']:9.3f} ms  p10 {m['p10_ms']:9.3f}  p90 {m['p90_ms']:9.3f}  "
+            f"{m['samples_per_s']:12.1f} samples/s"
+        )
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""LatencyReport: what `ondevice.profile` measured, as JSON, a markdown table and a plot.
+
+It needs no torch, so reports measured on a device (`ondevice ingest`) load the same way as host ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ondevice.device.runner import write_json_atomic
+
+REPORT_FORMAT = "ondevice-latency-report"
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One (model, backend, threads, batch size) cell: per-call latency statistics and peak memory."""
+
+    model: str
+    backend: str
+    batch_size: int
+    threads: int
+    n: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    iqr_ms: float
+    samples_per_s: float
+    peak_rss_bytes: int | None = None
+    rss_before_bytes: int | None = None
+    peak_rss_exclusive: bool = False
+    samples_ms: tuple[float, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["samples_ms"] = tuple(values.get("samples_ms", ()))
+        return cls(**values)
+
+
+@dataclass
+class LatencyReport:
+    """Latency measurements with the model facts and the environment they were taken in."""
+
+    measurements: list[Measurement]
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    environment: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, backend: str, batch_size: int, model: str | None = None, threads: int | None = None) -> Measurement:
+        """The one measurement matching the arguments; `model`/`threads` may be left out when unambiguous."""
+        found = [
+            m
+            for m in self.measurements
+            if m.backend == backend
+            and m.batch_size == batch_size
+            and (model is None or m.model == model)
+            and (threads is None or m.threads == threads)
+        ]
+        if len(found) != 1:
+            have = sorted({(m.model, m.backend, m.threads, m.batch_size) for m in self.measurements})
+            raise KeyError(
+                f"{len(found)} measurements match backend={backend!r}, batch_size={batch_size}, model={model!r}, "
+                f"threads={threads!r}; the report holds (model, backend, threads, batch) = {have}"
+            )
+        return found[0]
+
+    def ratio(self, backend: str, baseline: str, batch_size: int, model: str | None = None) -> float:
+        """Median latency of `backend` over `baseline` at one batch size (< 1: `backend` is faster)."""
+        return self.get(backend, batch_size, model).median_ms / self.get(baseline, batch_size, model).median_ms
+
+    # ------------------------------------------------------------------------------------- persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": REPORT_FORMAT,
+            "version": 1,
+            "models": self.models,
+            "environment": self.environment,
+            "settings": self.settings,
+            "source": self.source,
+            "measurements": [{**asdict(m), "samples_ms": list(m.samples_ms)} for m in self.measurements],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "report") -> LatencyReport:
+        if not isinstance(data, dict) or not isinstance(data.get("measurements"), list):
+            raise ValueError(f"{where}: field 'measurements' must be a list of measurements")
+        try:
+            measurements = [Measurement.from_dict(m) for m in data["measurements"]]
+        except TypeError as exc:
+            raise ValueError(f"{where}: a measurement lacks a field ({exc})") from exc
+        return cls(
+            measurements=measurements,
+            models=dict(data.get("models", {})),
+            environment=dict(data.get("environment", {})),
+            settings=dict(data.get("settings", {})),
+            source=dict(data.get("source", {})),
+        )
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        return write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> LatencyReport:
+        path = Path(path)
+        data = json.loads(path.read_text())
+        if data.get("format") != REPORT_FORMAT:
+            raise ValueError(f"{path}: field 'format' must be {REPORT_FORMAT!r}, got {data.get('format')!r}")
+        return cls.from_dict(data, where=str(path))
+
+    def save(self, out_dir: str | os.PathLike, stem: str = "latency") -> dict[str, Path]:
+        """Write `<stem>.json`, `<stem>.md` and `<stem>.png` into `out_dir`, each atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": self.save_json(out / f"{stem}.json")}
+        md = out / f"{stem}.md"
+        tmp = md.with_name(f".{md.name}.{os.getpid()}.partial")
+        tmp.write_text(self.to_markdown())
+        os.replace(tmp, md)
+        paths["markdown"] = md
+        paths["plot"] = self.plot(out / f"{stem}.png")
+        return paths
+
+    # ---------------------------------------------------------------------------------------- views
+
+    def to_markdown(self) -> str:
+        env, s = self.environment, self.settings
+        lines = [
+            "## Latency",
+            "",
+            f"- CPU: {env.get('cpu_model', '?')} ({env.get('usable_cores', '?')} usable of "
+            f"{env.get('cpu_count', '?')} cores, {env.get('machine', '?')}), {env.get('platform', '?')}",
+            "- versions: "
+            + ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "onnxruntime", "onnx", "numpy") if env.get(k)),
+            f"- settings: warm-up {s.get('warmup')}, {s.get('repeats')} timed calls in {s.get('rounds')} interleaved "
+            f"rounds, ONNX Runtime graph optimisation '{s.get('graph_optimization_level')}', "
+            f"{'one process per backend' if s.get('isolate') else 'one process'}",
+        ]
+        if self.source:
+            lines.append("- source: " + ", ".join(f"{k} {v}" for k, v in self.source.items()))
+        if self.models:
+            lines += ["", "| model | parameters | MACs per example |", "|---|---:|---:|"]
+            for name, info in self.models.items():
+                params, macs = info.get("params"), info.get("macs")
+                lines.append(
+                    f"| {name} | {'?' if params is None else f'{params:,}'} | {'?' if macs is None else f'{macs:,}'} |"
+                )
+        lines += [
+            "",
+            "| model | backend | threads | batch | median ms | p10 ms | p90 ms | IQR ms | samples/s | peak RSS MiB |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for m in self.measurements:
+            peak = "?" if m.peak_rss_bytes is None else f"{m.peak_rss_bytes / 2**20:.0f}"
+            lines.append(
+                f"| {m.model} | {m.backend} | {m.threads} | {m.batch_size} | {m.median_ms:.4g} | {m.p10_ms:.4g} | "
+                f"{m.p90_ms:.4g} | {m.iqr_ms:.3g} | {m.samples_per_s:,.1f} | {peak} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Median latency (p10–p90 band) and throughput against batch size, one line per model/backend."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        path = Path(path)
+        series: dict[tuple[str, str, int], list[Measurement]] = {}
+        for m in self.measurements:
+            series.setdefault((m.model, m.backend, m.threads), []).append(m)
+        fig, (ax_lat, ax_thr) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for (model, backend, threads), ms in series.items():
+            ms = sorted(ms, key=lambda m: m.batch_size)
+            b = [m.batch_size for m in ms]
+            label = f"{model} / {backend} / {threads} thr" if len(self.models) > 1 else f"{backend} / {threads} thr"
+            (line,) = ax_lat.plot(b, [m.median_ms for m in ms], marker="o", label=label)
+            ax_lat.fill_between(b, [m.p10_ms for m in ms], [m.p90_ms for m in ms], color=line.get_color(), alpha=0.2)
+            ax_thr.plot(b, [m.samples_per_s for m in ms], marker="o", color=line.get_color(), label=label)
+        for ax, ylabel in ((ax_lat, "latency per call, ms (median, p10–p90)"), (ax_thr, "samples/s")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="both", alpha=0.3)
+        ax_thr.legend(fontsize=8)
+        fig.suptitle(f"{self.environment.get('cpu_model', '')} — {', '.join(self.models) or 'latency'}", fontsize=10)
+        fig.tight_layout()
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
+        fig.savefig(tmp, dpi=120)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
