@@ -30,6 +30,7 @@ bench: $(STAMP)
 	bash benchmarks/torchsig_env.sh .venv-torchsig
 	$(PY) benchmarks/synth_throughput.py --torchsig-python .venv-torchsig/bin/python
 	$(PY) benchmarks/loader_throughput.py
+	$(PY) benchmarks/profiler_agreement.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

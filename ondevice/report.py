@@ -184,8 +184,10 @@ class LatencyReport:
             (line,) = ax_lat.plot(b, [m.median_ms for m in ms], marker="o", label=label)
             ax_lat.fill_between(b, [m.p10_ms for m in ms], [m.p90_ms for m in ms], color=line.get_color(), alpha=0.2)
             ax_thr.plot(b, [m.samples_per_s for m in ms], marker="o", color=line.get_color(), label=label)
+        batch_sizes = sorted({m.batch_size for m in self.measurements})
         for ax, ylabel in ((ax_lat, "latency per call, ms (median, p10–p90)"), (ax_thr, "samples/s")):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(batch_sizes, [str(b) for b in batch_sizes])
             ax.set_yscale("log")
             ax.set_xlabel("batch size")
             ax.set_ylabel(ylabel)
