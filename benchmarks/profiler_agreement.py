@@ -7,7 +7,9 @@ For batch sizes 1 and 256 and `--reps` alternating repetitions:
     `torch.utils.benchmark.Timer(...).blocked_autorange()` at the same thread count;
 (2) our ONNX Runtime median (a worker process of its own) against a plain loop here over
     `InferenceSession.run` with the same session options, timed per call;
-(3) ratios from our report: ONNX Runtime / torch, and dynamic int8 / fp32 ONNX Runtime.
+(3) ratios from our report: ONNX Runtime / torch, and dynamic int8 / fp32 ONNX Runtime;
+(4) what int8 costs in accuracy: the relative L2 error of the int8 model's logits against torch's on
+    256 random inputs, with 7-bit weights (`reduce_range=True`, our default) and with full 8-bit ones.
 Each agreement figure is the median over repetitions of ours / reference; 5 % is the bar.
 The model is `ondevice.examples.small_cnn()` (1-D CNN over [B, 2, 1024], 34,827 parameters).
 """
@@ -27,7 +29,7 @@ import torch
 from torch.utils import benchmark
 
 from ondevice.examples import small_cnn
-from ondevice.export import export_onnx
+from ondevice.export import export_onnx, quantize_dynamic_int8
 from ondevice.profile import profile
 
 
@@ -54,6 +56,17 @@ def plain_ort_median_ms(path: Path, x: np.ndarray, threads: int, warmup: int, ca
     return statistics.median(samples) * 1e3
 
 
+def int8_relative_error(model, onnx_path: Path, reduce_range: bool) -> float:
+    q = quantize_dynamic_int8(
+        onnx_path, onnx_path.with_suffix(f".rr{int(reduce_range)}.onnx"), reduce_range=reduce_range
+    )
+    x = torch.randn(256, 2, 1024, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = ort.InferenceSession(str(q), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+    return float(np.linalg.norm(got - expected) / np.linalg.norm(expected))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -69,6 +82,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as work:
         onnx_path = export_onnx(model, example, Path(work) / "small_cnn.onnx")
+        int8_error = {rr: int8_relative_error(model, onnx_path, rr) for rr in (True, False)}
         for batch, s in settings.items():
             x = example.repeat(batch, 1, 1)
             for rep in range(args.reps):
@@ -127,10 +141,18 @@ def main() -> None:
             f"| {batch} | {f['torch_vs_timer']:.3f} | {f['ort_vs_plain_loop']:.3f} | {f['ort_over_torch']:.3f} | "
             f"{f['int8_over_fp32']:.3f} | {med('torch_ms'):.4g} | {med('ort_ms'):.4g} | {med('int8_ms'):.4g} |"
         )
+    print(
+        f"\nint8 logits vs torch, relative L2 error: {int8_error[True]:.4f} with 7-bit weights (reduce_range), "
+        f"{int8_error[False]:.4f} with 8-bit weights"
+    )
     within = all(abs(f[k] - 1) <= 0.05 for f in summary.values() for k in ("torch_vs_timer", "ort_vs_plain_loop"))
     print(f"\nagreement within 5 %: {'yes' if within else 'NO'}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "environment": env}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {"rows": rows, "summary": summary, "int8_relative_error": int8_error, "environment": env}, indent=1
+            )
+        )
 
 
 if __name__ == "__main__":
