@@ -1,6 +1,11 @@
-"""ondevice: the core shared by rfml and slm (distillation, latency profiling, export).
+"""ondevice: the core shared by rfml and slm. It knows nothing about radios or language.
 
-It knows nothing about radios or language; its modules arrive with the core issue.
+- `ondevice.distill`: KD, hybrid CE + KD and feature-hint losses; `DistillationModule` for Lightning.
+- `ondevice.profile`: `profile(...) -> LatencyReport` on torch and ONNX Runtime.
+- `ondevice.export`: ONNX export with a dynamic batch, verification against torch, dynamic int8.
+- `ondevice.device`: the torch-free on-device side (numpy + onnxruntime); `ondevice.bundle` on the host.
+
+Importing `ondevice` imports nothing heavy, so `ondevice.device` works where torch is absent.
 """
 
 __version__ = "0.1.0"

@@ -30,7 +30,14 @@ from ondevice.device.runner import (
     sha256_file,
     write_json_atomic,
 )
-from ondevice.export import ExampleInputs, as_input_tuple, export_onnx, quantize_dynamic_int8, verify_onnx
+from ondevice.export import (
+    ExampleInputs,
+    as_input_tuple,
+    default_input_names,
+    export_onnx,
+    quantize_dynamic_int8,
+    verify_onnx,
+)
 from ondevice.profile import count_macs
 from ondevice.report import LatencyReport, Measurement
 
@@ -77,8 +84,7 @@ def write_bundle(
             verify_onnx(model, fp32, inputs, atol=atol)
             (tmp / "inputs").mkdir(exist_ok=True)
             specs = []
-            for i, tensor in enumerate(inputs):
-                input_name = "x" if len(inputs) == 1 else f"x{i}"
+            for input_name, tensor in zip(default_input_names(inputs), inputs, strict=True):
                 file = f"inputs/{name}.{input_name}.npy"
                 np.save(tmp / file, tensor.detach().cpu().numpy(), allow_pickle=False)
                 shape = ["batch", *tensor.shape[1:]]

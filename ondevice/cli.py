@@ -42,9 +42,8 @@ def _add_timing(parser: argparse.ArgumentParser) -> None:
 def _profile(args: argparse.Namespace) -> int:
     from ondevice.profile import profile
 
-    specs = _named_specs(args.models)
     report = profile(
-        specs if len(specs) > 1 else next(iter(specs.values())),
+        _named_specs(args.models),
         backends=args.backends.split(","),
         threads=args.threads,
         warmup=args.warmup,
@@ -54,12 +53,6 @@ def _profile(args: argparse.Namespace) -> int:
         isolate=not args.no_isolate,
         graph_optimization_level=args.graph_optimization,
     )
-    if len(specs) == 1:
-        # One model: name it as the user did, not by its factory's function.
-        (name,) = specs
-        old = next(iter(report.models))
-        report.models = {name: report.models[old]}
-        report.measurements = [m.__class__(**{**m.__dict__, "model": name}) for m in report.measurements]
     paths = report.save(args.out)
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -20,7 +20,7 @@ from ondevice.device.runner import tile_batch
 ExampleInputs = torch.Tensor | Sequence[torch.Tensor]
 
 
-class ExportMismatchError(AssertionError):
+class ExportMismatchError(RuntimeError):
     """ONNX Runtime's outputs differ from torch's by more than the stated tolerance."""
 
 
@@ -53,7 +53,7 @@ def default_input_names(inputs: Sequence[torch.Tensor]) -> list[str]:
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     # The exporter logs progress and notes about optional packages (torchvision) that are not errors.
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "root", "")]
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "")]
     levels = [logger.level for logger in loggers]
     try:
         for logger in loggers:

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +104,6 @@ class TorchRunner:
                 self.model(*self.inputs)
 
     def run(self, n: int) -> list[float]:
-        import time
-
         # Another in-process runner may have changed the pool size between rounds.
         torch.set_num_threads(self.threads)
         model, inputs, clock = self.model, self.inputs, time.perf_counter
@@ -341,9 +340,10 @@ def _make_runner(
     isolate: bool,
     graph_optimization_level: str,
 ) -> Any:
-    child_env = {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
     if backend == "torch":
         if isolate and c.factory is not None:
+            # The worker imports the factory as this process does: same sys.path.
+            child_env = {"PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
             command = [sys.executable, "-m", "ondevice.profile", "--torch-worker"]
             return WorkerClient(command, {"factory": c.factory, "threads": threads}, env=child_env)
         return InProcess(TorchRunner(c.model, c.inputs, threads))

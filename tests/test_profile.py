@@ -134,7 +134,9 @@ def test_profile_reports_every_backend_and_batch_size(cnn_report):
     assert r.models["Sequential"]["macs"] == count_macs(model, inputs)
     env = r.environment
     assert env["torch"] == torch.__version__ and env["onnxruntime"] and env["onnx"]
-    assert env["cpu_count"] >= 1 and env["cpu_model"]
+    assert env["cpu_count"] >= 1 and env["cpu_model"] and isinstance(env["cpu_flags"], list)
+    assert env["torch_threads"] >= 1
+    assert any("parallel backend" in line for line in env["torch_parallel_info"])
     assert r.settings["graph_optimization_level"] == "all" and r.settings["threads"] == [1]
     assert r.ratio("onnxruntime", "torch", 4) == pytest.approx(
         r.get("onnxruntime", 4).median_ms / r.get("torch", 4).median_ms

@@ -462,7 +462,6 @@ def read_manifest(bundle_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-
 def _worker_command() -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "--worker"]
 
