@@ -38,8 +38,8 @@ from ondevice.export import (
     quantize_dynamic_int8,
     verify_onnx,
 )
-from ondevice.profile import count_macs
-from ondevice.report import LatencyReport, Measurement
+from ondevice.profile import model_facts
+from ondevice.report import LatencyReport
 
 README = """Latency bundle written by `ondevice bundle` ({created}).
 
@@ -89,7 +89,7 @@ def write_bundle(
                 np.save(tmp / file, tensor.detach().cpu().numpy(), allow_pickle=False)
                 shape = ["batch", *tensor.shape[1:]]
                 specs.append({"name": input_name, "file": file, "shape": shape, "dtype": str(tensor.dtype)})
-            facts = {"params": sum(p.numel() for p in model.parameters()), "macs": count_macs(model, inputs)}
+            facts = model_facts(model, inputs)
             files = {"onnxruntime": fp32}
             if int8:
                 files["onnxruntime-int8"] = quantize_dynamic_int8(fp32, tmp / f"{name}.int8.onnx")
@@ -150,13 +150,8 @@ def ingest(results_path: str | os.PathLike, bundle_dir: str | os.PathLike | None
     if results.get("files") != expected:
         raise BundleError(f"{results_path}: refused: the models measured are not the bundle's models (sha256 differ)")
     try:
-        measurements = [Measurement.from_dict(m) for m in results["measurements"]]
-    except (KeyError, TypeError) as exc:
-        raise BundleError(f"{results_path}: field 'measurements' is malformed ({exc})") from exc
-    return LatencyReport(
-        measurements=measurements,
-        models=results.get("models", {}),
-        environment=results.get("environment", {}),
-        settings=results.get("settings", {}),
-        source={"bundle_id": manifest["bundle_id"], "results": str(results_path)},
-    )
+        report = LatencyReport.from_dict(results, where=str(results_path))
+    except ValueError as exc:
+        raise BundleError(str(exc)) from exc
+    report.source = {"bundle_id": manifest["bundle_id"], "results": str(results_path)}
+    return report

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ondevice.device.runner import tile_batch
+from ondevice.device.runner import atomic_path, ort_session, tile_batch
 
 ExampleInputs = torch.Tensor | Sequence[torch.Tensor]
 
@@ -76,13 +75,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _atomic_target(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial.onnx", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def export_onnx(
     model: nn.Module,
     example_inputs: ExampleInputs,
@@ -109,9 +101,8 @@ def export_onnx(
     if dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic_shapes = tuple({0: batch} for _ in inputs)
-    tmp = _atomic_target(path)
     try:
-        with _quiet_exporter(), _eval_mode(model), torch.no_grad():
+        with atomic_path(path) as tmp, _quiet_exporter(), _eval_mode(model), torch.no_grad():
             program = torch.onnx.export(
                 model,
                 inputs,
@@ -123,21 +114,9 @@ def export_onnx(
                 verbose=False,
             )
             program.save(str(tmp))
-        os.replace(tmp, path)
     except Exception as exc:
         raise RuntimeError(f"ONNX export of {type(model).__name__} to {path} failed: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
-
-
-def _ort_session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def verify_onnx(
@@ -156,7 +135,7 @@ def verify_onnx(
     """
     path = Path(path)
     inputs = as_input_tuple(example_inputs)
-    session = _ort_session(path)
+    session = ort_session(path, threads=1)
     names = [i.name for i in session.get_inputs()]
     if len(names) != len(inputs):
         raise ValueError(f"{path}: the graph takes {len(names)} inputs ({names}), {len(inputs)} examples were given")
@@ -212,13 +191,6 @@ def quantize_dynamic_int8(
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise FileNotFoundError(f"{src}: no such ONNX file to quantise")
-    tmp = _atomic_target(dst)
-    try:
-        with _quiet_exporter():
-            quantize_dynamic(
-                src, tmp, weight_type=types[weight_type], per_channel=per_channel, reduce_range=reduce_range
-            )
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(dst) as tmp, _quiet_exporter():
+        quantize_dynamic(src, tmp, weight_type=types[weight_type], per_channel=per_channel, reduce_range=reduce_range)
     return dst

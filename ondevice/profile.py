@@ -38,7 +38,16 @@ from ondevice.report import LatencyReport, Measurement
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 
-__all__ = ["BACKENDS", "LatencyReport", "Measurement", "ProfileError", "count_macs", "load_factory", "profile"]
+__all__ = [
+    "BACKENDS",
+    "LatencyReport",
+    "Measurement",
+    "ProfileError",
+    "count_macs",
+    "load_factory",
+    "model_facts",
+    "profile",
+]
 
 
 def load_factory(spec: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -192,13 +201,18 @@ def _host_environment() -> dict[str, Any]:
     return env
 
 
+def model_facts(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, Any]:
+    """Parameter count and MACs per example, as reports and bundle manifests record them."""
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "macs": count_macs(model, example_inputs),
+        "macs_counted": "matmul/conv/attention, torch.utils.flop_counter, per example",
+    }
+
+
 def _model_facts(candidate: _Candidate) -> dict[str, Any]:
     if candidate.model is not None:
-        return {
-            "params": sum(p.numel() for p in candidate.model.parameters()),
-            "macs": count_macs(candidate.model, candidate.inputs),
-            "macs_counted": "matmul/conv/attention, torch.utils.flop_counter, per example",
-        }
+        return model_facts(candidate.model, candidate.inputs)
     import onnx
     from onnx import numpy_helper
 

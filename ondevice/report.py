@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ondevice.device.runner import write_json_atomic
+from ondevice.device.runner import atomic_path, write_json_atomic
 
 REPORT_FORMAT = "ondevice-latency-report"
 
@@ -120,11 +120,9 @@ class LatencyReport:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"json": self.save_json(out / f"{stem}.json")}
-        md = out / f"{stem}.md"
-        tmp = md.with_name(f".{md.name}.{os.getpid()}.partial")
-        tmp.write_text(self.to_markdown())
-        os.replace(tmp, md)
-        paths["markdown"] = md
+        with atomic_path(out / f"{stem}.md") as tmp:
+            tmp.write_text(self.to_markdown())
+        paths["markdown"] = out / f"{stem}.md"
         paths["plot"] = self.plot(out / f"{stem}.png")
         return paths
 
@@ -195,8 +193,9 @@ class LatencyReport:
         ax_thr.legend(fontsize=8)
         fig.suptitle(f"{self.environment.get('cpu_model', '')} — {', '.join(self.models) or 'latency'}", fontsize=10)
         fig.tight_layout()
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.png")
-        fig.savefig(tmp, dpi=120)
-        plt.close(fig)
-        os.replace(tmp, path)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120)
+        finally:
+            plt.close(fig)
         return path

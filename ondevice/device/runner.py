@@ -12,6 +12,7 @@ figure measured on the host and one measured on the board come from the same tim
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,25 @@ def tile_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([array] * reps, axis=0)[:batch_size])
 
 
+def ort_session(onnx_path: str | os.PathLike, threads: int, graph_optimization_level: str = "all"):
+    """A CPU InferenceSession with `threads` intra-op threads, one inter-op thread, sequential execution."""
+    import onnxruntime as ort
+
+    if graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
+        raise ValueError(
+            f"graph_optimization_level must be one of {sorted(GRAPH_OPTIMIZATION_LEVELS)}, "
+            f"got {graph_optimization_level!r}"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[graph_optimization_level]
+    )
+    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+
 class OrtRunner:
     """One ONNX Runtime session with explicit threads, timed one `run` call per sample."""
 
@@ -183,21 +203,7 @@ class OrtRunner:
         threads: int,
         graph_optimization_level: str = "all",
     ) -> None:
-        import onnxruntime as ort
-
-        if graph_optimization_level not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(
-                f"graph_optimization_level must be one of {sorted(GRAPH_OPTIMIZATION_LEVELS)}, "
-                f"got {graph_optimization_level!r}"
-            )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = getattr(
-            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[graph_optimization_level]
-        )
-        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(onnx_path, threads, graph_optimization_level)
         expected = [i.name for i in self.session.get_inputs()]
         if sorted(expected) != sorted(inputs):
             raise ValueError(f"{onnx_path}: the graph's inputs are {expected}, the example gives {sorted(inputs)}")
@@ -356,30 +362,27 @@ def measure_interleaved(
         raise ValueError(f"need warmup >= 0, repeats >= 1 and rounds >= 1; got {warmup}, {repeats}, {rounds}")
     rounds = min(rounds, repeats)
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+
+    def attempt(key: tuple[str, str, int], batch_size: int, call: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return call(*args)
+        except Exception as exc:
+            raise ProfileError(
+                f"model {key[0]!r} failed on backend {key[1]!r} at batch size {batch_size}: {exc}"
+            ) from exc
+
     measurements = []
     for batch_size in batch_sizes:
-        samples: dict[tuple[str, str, int], list[float]] = {}
+        samples: dict[tuple[str, str, int], list[float]] = {key: [] for key in runners}
         for key, runner in runners.items():
-            model, backend, _ = key
             if progress:
-                progress(f"warm-up {model} / {backend} at batch {batch_size}")
-            try:
-                runner.prepare(batch_size, warmup)
-            except Exception as exc:
-                raise ProfileError(
-                    f"model {model!r} failed on backend {backend!r} at batch size {batch_size}: {exc}"
-                ) from exc
-            samples[key] = []
+                progress(f"warm-up {key[0]} / {key[1]} at batch {batch_size}")
+            attempt(key, batch_size, runner.prepare, batch_size, warmup)
         for r, n in enumerate(per_round):
             for key, runner in runners.items():
                 if progress:
                     progress(f"batch {batch_size}: round {r + 1}/{rounds}, {key[0]} / {key[1]}")
-                try:
-                    samples[key].extend(runner.run(n))
-                except Exception as exc:
-                    raise ProfileError(
-                        f"model {key[0]!r} failed on backend {key[1]!r} at batch size {batch_size}: {exc}"
-                    ) from exc
+                samples[key].extend(attempt(key, batch_size, runner.run, n))
         for key, runner in runners.items():
             model, backend, threads = key
             measurements.append(
@@ -409,20 +412,29 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON to a temporary name beside `path`, then rename: a reader never sees half a file."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` on success, removed on failure.
+
+    The temporary name keeps the suffix, so writers that pick a format by extension (savefig) still work.
+    A reader never sees half a file, and a failed write leaves nothing behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
-            f.write("\n")
+        yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
+    """Write JSON through `atomic_path`."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    return Path(path)
 
 
 def read_manifest(bundle_dir: str | os.PathLike) -> dict[str, Any]:
