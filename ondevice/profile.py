@@ -71,7 +71,9 @@ def load_factory(spec: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     """Multiply-accumulates for one example, counted by torch's own FLOP counter (matmul, conv, attention).
 
-    Element-wise work (activations, norms, softmax) is not counted, as in the papers' MAC figures.
+    Recurrent layers (``nn.LSTM``/``nn.GRU``/``nn.RNN``) run as fused kernels the counter does not see; their
+    gate products are added from the layer's shape: per step, direction and layer, gates × (input + hidden) ×
+    hidden. Element-wise work (activations, norms, softmax) is not counted, as in the papers' MAC figures.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -82,6 +84,12 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     # The counter does not see fused CPU kernels (the encoder-layer fast path, CPU flash attention);
     # the plain paths compute the same products through matmuls it does count.
     torch.backends.mha.set_fastpath_enabled(False)
+    recurrent_macs: list[int] = []
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: recurrent_macs.append(_recurrent_macs(m, args[0])))
+        for m in model.modules()
+        if isinstance(m, nn.RNNBase)
+    ]
     try:
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
@@ -89,7 +97,27 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     finally:
         model.train(was_training)
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return int(counter.get_total_flops()) // 2
+        for hook in hooks:
+            hook.remove()
+    return int(counter.get_total_flops()) // 2 + sum(recurrent_macs)
+
+
+def _recurrent_macs(layer: nn.RNNBase, x: torch.Tensor) -> int:
+    """Gate MACs of one call of an ``nn.LSTM``/``nn.GRU``/``nn.RNN`` on one example (batch 1)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(
+            f"count_macs: {type(layer).__name__} got a {type(x).__name__}; packed sequences are not counted"
+        )
+    steps = x.shape[1] if layer.batch_first and x.ndim == 3 else x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(layer.mode, 1)
+    directions = 2 if layer.bidirectional else 1
+    hidden = layer.hidden_size
+    out = layer.proj_size or hidden
+    per_step = 0
+    for index in range(layer.num_layers):
+        width = layer.input_size if index == 0 else out * directions
+        per_step += gates * (width + out) * hidden + (hidden * out if layer.proj_size else 0)
+    return steps * directions * per_step
 
 
 class TorchRunner:

@@ -1,0 +1,309 @@
+"""LightningModules for AMR: ``Classifier`` (cross-entropy) and ``SKD`` (signal knowledge distillation).
+
+Both take batches ``{"x": [B, 2, L], "y": [B], "snr": [B]}`` from a ``SignalDataModule``, build their networks by
+name through ``rfml.models.create``, log ``train/loss``, ``val/loss`` and ``val/acc``, and on ``test`` write a report
+folder (metrics JSON, accuracy vs SNR, confusion matrices for all SNRs and for SNR ≥ 10 dB).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ondevice.device.runner import atomic_path
+from ondevice.distill import DistillationLoss, DistillationModule, FeatureHint
+from rfml.evaluation import HIGH_SNR_DB, SNRConfusion, summarize, write_report
+from rfml.models import create
+
+DEFAULT_LR = 1e-3
+
+
+def _batch(batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    if not isinstance(batch, dict) or "x" not in batch or "y" not in batch:
+        got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"{stage}: expected a batch dict with 'x' [B, 2, L], 'y' [B] and 'snr' [B], got {got}")
+    return batch["x"], batch["y"], batch.get("snr")
+
+
+def _optimizers(
+    params: Iterable[nn.Parameter],
+    optimizer: OptimizerCallable | None,
+    scheduler: LRSchedulerCallable | None,
+    monitor: str,
+) -> Any:
+    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=DEFAULT_LR)
+    if scheduler is None:
+        return opt
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "monitor": monitor}}
+
+
+class AMREvaluation:
+    """The evaluation both AMR modules share: accuracy while validating, the full report on ``test``.
+
+    Mixed into a LightningModule; needs ``self.num_classes`` and a network reached through ``self(x)``.
+    """
+
+    num_classes: int
+    report_dir: str | None
+
+    def _init_evaluation(self, num_classes: int) -> None:
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        self.test_confusion = SNRConfusion(num_classes)
+
+    def _class_names(self) -> list[str] | None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        classes = getattr(datamodule, "classes", None)
+        return list(classes) if classes is not None and len(classes) == self.num_classes else None
+
+    def _report_dir(self) -> Path:
+        if self.report_dir is not None:
+            return Path(self.report_dir)
+        root = self.trainer.log_dir or self.trainer.default_root_dir
+        return Path(root) / "report"
+
+    def _test_update(self, logits: Tensor, y: Tensor, snr: Tensor | None) -> None:
+        if snr is None:
+            raise ValueError("test: batches need 'snr' for the per-SNR report; SignalDataModule provides it")
+        self.test_confusion.update(logits, y, snr)
+
+    def on_test_epoch_end(self) -> None:
+        """Log ``test/acc`` and ``test/acc_snr_ge_10db``; rank zero writes the report folder."""
+        summary = summarize(self.test_confusion.compute(), self._class_names())
+        self.test_confusion.reset()
+        self.log("test/acc", summary["accuracy"] or 0.0, sync_dist=False)
+        high = summary[f"accuracy_snr_ge_{HIGH_SNR_DB}db"]
+        if high is not None:
+            self.log(f"test/acc_snr_ge_{HIGH_SNR_DB}db", high, sync_dist=False)
+        self.test_summary = summary
+        if self.trainer.is_global_zero:
+            paths = write_report(summary, self._report_dir(), self.report_name)
+            self.print(f"AMR report: {paths['metrics'].parent}")
+
+    @property
+    def report_name(self) -> str:
+        return type(self).__name__
+
+
+class Classifier(AMREvaluation, pl.LightningModule):
+    """Trains a registered AMR model with cross-entropy.
+
+    Args:
+        model: a name from ``rfml.models.available()`` (``clst``, ``kd_cnn``, ``vtcnn2`` …).
+        num_classes: classes of the data (the CLI links it from the DataModule).
+        length: samples per frame (the CLI links it from the DataModule).
+        model_kwargs: constructor options of the model (widths, ablation switches …).
+        optimizer: from parameters to an optimizer; default Adam, lr 1e-3 (the common AMR protocol).
+        scheduler: from an optimizer to an LR scheduler, e.g. ReduceLROnPlateau; it monitors ``scheduler_monitor``.
+        scheduler_monitor: the metric a plateau scheduler watches.
+        report_dir: where ``test`` writes its report; default ``<log_dir>/report``.
+    """
+
+    def __init__(
+        self,
+        model: str = "clst",
+        num_classes: int = 11,
+        length: int = 128,
+        model_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+        report_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.num_classes = num_classes
+        self.report_dir = report_dir
+        self.net = create(model, num_classes, length, **(model_kwargs or {}))
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.example_input_array = torch.zeros(1, 2, length)
+        self._init_evaluation(num_classes)
+
+    @property
+    def report_name(self) -> str:
+        return str(self.hparams["model"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def configure_optimizers(self) -> Any:
+        return _optimizers(self.parameters(), self.optimizer, self.scheduler, self.scheduler_monitor)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y, _ = _batch(batch, "training")
+        loss = F.cross_entropy(self(x), y)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, _ = _batch(batch, "validation")
+        logits = self(x)
+        self.val_accuracy(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y), sync_dist=True)
+        self.log("val/acc", self.val_accuracy, prog_bar=True, batch_size=len(y))
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, snr = _batch(batch, "test")
+        logits = self(x)
+        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
+        self._test_update(logits, y, snr)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        x = batch["x"] if isinstance(batch, dict) else batch
+        return _prediction(self(x), batch)
+
+
+SKDMode = Literal["ce", "logit", "hybrid"]
+
+
+def skd_loss(
+    mode: SKDMode, student: nn.Module, teacher: nn.Module, alpha: float, temperature: float, beta: float
+) -> DistillationLoss:
+    """The SKD objective for an ablation ``mode``.
+
+    - ``ce``: cross-entropy on the labels only (α = 0);
+    - ``logit``: (1−α)·CE + α·T²·KL(teacher/T ‖ student/T);
+    - ``hybrid``: ``logit`` + β·MSE between the student's last feature map (1×1 adapter, resampled in time) and the
+      teacher's last stage, the layers each model names in ``hint_layer``.
+    """
+    if mode == "ce":
+        return DistillationLoss(alpha=0.0, temperature=temperature)
+    if mode == "logit":
+        return DistillationLoss(alpha=alpha, temperature=temperature)
+    if mode == "hybrid":
+        missing = [type(m).__name__ for m in (student, teacher) if not getattr(m, "hint_layer", None)]
+        if missing:
+            raise ValueError(f"SKD hybrid mode: {missing} name no hint_layer for the feature hint")
+        hint = FeatureHint(student=student.hint_layer, teacher=teacher.hint_layer, weight=beta)
+        return DistillationLoss(alpha=alpha, temperature=temperature, hints=[hint])
+    raise ValueError(f"SKD mode must be 'ce', 'logit' or 'hybrid', got {mode!r}")
+
+
+class SKD(AMREvaluation, DistillationModule):
+    """Signal knowledge distillation: a small student learns from a trained (frozen) teacher, ClST by default.
+
+    Args:
+        student: the student's registered name (``kd_cnn``, ``kd_mobilenet`` …).
+        teacher: the teacher's registered name (``clst``).
+        teacher_checkpoint: the teacher's trained weights: a checkpoint of ``rfml fit`` with a ``Classifier`` (its
+            ``net.`` prefix is found) or a bare state_dict. Required unless ``mode`` is ``ce``.
+        num_classes, length: of the data (the CLI links them from the DataModule).
+        mode: the ablation switch: ``ce`` (labels alone), ``logit`` (KD on soft targets) or ``hybrid`` (KD plus a
+            feature hint); see :func:`skd_loss`.
+        alpha, temperature, beta: weight of the KD term, softmax temperature, weight of the feature hint.
+        student_kwargs, teacher_kwargs: constructor options; the teacher's must match its checkpoint.
+        optimizer, scheduler, scheduler_monitor, report_dir: as for :class:`Classifier`.
+        cache_teacher_logits: run the teacher once per distinct example (``logit`` mode, deterministic data).
+
+    Checkpoints hold the student alone; ``rfml.classify.Classifier(model=student)`` loads them through
+    ``ondevice.distill.student_state_dict``.
+    """
+
+    def __init__(
+        self,
+        student: str = "kd_cnn",
+        teacher: str = "clst",
+        teacher_checkpoint: str | None = None,
+        num_classes: int = 11,
+        length: int = 128,
+        mode: SKDMode = "hybrid",
+        alpha: float = 0.7,
+        temperature: float = 4.0,
+        beta: float = 0.1,
+        student_kwargs: dict[str, Any] | None = None,
+        teacher_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
+        report_dir: str | None = None,
+        cache_teacher_logits: bool = False,
+    ) -> None:
+        if teacher_checkpoint is None and mode != "ce":
+            raise ValueError(
+                f"SKD: mode {mode!r} needs teacher_checkpoint, the trained teacher's weights (the checkpoint of "
+                "`rfml fit -c configs/rfml/clst.yaml`)"
+            )
+        if teacher_checkpoint is not None and not os.path.isfile(teacher_checkpoint):
+            raise FileNotFoundError(f"SKD: teacher_checkpoint {teacher_checkpoint}: no such file")
+        student_net = create(student, num_classes, length, **(student_kwargs or {}))
+        teacher_net = create(teacher, num_classes, length, **(teacher_kwargs or {}))
+        super().__init__(
+            student=student_net,
+            teacher=teacher_net,
+            loss=skd_loss(mode, student_net, teacher_net, alpha, temperature, beta),
+            teacher_checkpoint=teacher_checkpoint,
+            optimizer=optimizer,
+            cache_teacher_logits=cache_teacher_logits,
+        )
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.num_classes = num_classes
+        self.report_dir = report_dir
+        self.scheduler = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.example_input_array = torch.zeros(1, 2, length)
+        self._init_evaluation(num_classes)
+
+    @property
+    def report_name(self) -> str:
+        return f"{self.hparams['student']} (SKD {self.hparams['mode']})"
+
+    def configure_optimizers(self) -> Any:
+        opt = super().configure_optimizers()
+        if self.scheduler is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler(opt), "monitor": self.scheduler_monitor}}
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, snr = _batch(batch, "test")
+        logits = self.student(x)
+        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
+        self._test_update(logits, y, snr)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        x = batch["x"] if isinstance(batch, dict) else batch
+        return _prediction(self.student(x), batch)
+
+
+def _prediction(logits: Tensor, batch: Any) -> dict[str, Tensor]:
+    out = {"pred": logits.argmax(-1), "prob": logits.softmax(-1)}
+    if isinstance(batch, dict):
+        out.update({key: batch[key] for key in ("y", "snr") if key in batch})
+    return out
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``rfml predict`` output to one ``.npz`` (pred, prob, and y/snr when the data has them), atomically."""
+
+    def __init__(self, output: str = "predictions.npz") -> None:
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any] | None,
+    ) -> None:
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        if not batches:
+            raise ValueError("PredictionWriter: the predict loop produced no batches")
+        arrays = {key: torch.cat([b[key] for b in batches]).cpu().numpy() for key in batches[0]}
+        path = Path(self.output)
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        pl_module.print(f"predictions: {path} ({len(arrays['pred'])} examples)")

@@ -1,0 +1,147 @@
+"""The published AMR baselines: shapes at two lengths, parameter counts, hint layers, ONNX export."""
+
+import math
+
+import pytest
+import torch
+
+import rfml.models.cldnn
+import rfml.models.lstm
+import rfml.models.resnet
+import rfml.models.vtcnn2  # noqa: F401  (importing a family registers its models)
+from ondevice.export import export_onnx, verify_onnx
+from rfml.models.lstm import amplitude_phase
+from rfml.models.registry import create
+
+torch.set_num_threads(1)
+
+NAMES = ("vtcnn2", "resnet", "cldnn", "mcldnn", "lstm2")
+
+# Exact counts of these versions at L=128 with 11 classes: a change to a model shows up here.
+PARAMS_128 = {"vtcnn2": 2_830_427, "resnet": 106_123, "cldnn": 106_833, "mcldnn": 406_199, "lstm2": 201_099}
+
+# Published counts at L=128, 11 classes: VT-CNN2 from DeepSig's Keras notebook summary, MCLDNN from the
+# authors' Keras code (CuDNNLSTM, two biases), LSTM2 as the Keras model is usually quoted (one bias).
+PUBLISHED_128 = {"vtcnn2": 2_830_427, "mcldnn": 406_199, "lstm2": 200_075}
+
+# The output of each model's hint layer for a batch of 3 frames of 128 samples.
+HINT_SHAPES = {
+    "vtcnn2": (3, 80, 1, 132),
+    "resnet": (3, 32, 2),
+    "cldnn": (3, 50),
+    "mcldnn": (3, 128),
+    "lstm2": (3, 128),
+}
+
+
+def build(name: str, num_classes: int = 11, length: int = 128) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create(name, num_classes, length).eval()
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("length", [128, 1024])
+def test_logits_shape_and_finite(name, length):
+    model = build(name, 11, length)
+    with torch.no_grad():
+        y = model(torch.randn(3, 2, length, generator=torch.Generator().manual_seed(1)))
+    assert y.shape == (3, 11)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_at_128(name):
+    count = n_params(build(name))
+    assert count == PARAMS_128[name]
+    if name in PUBLISHED_128:
+        assert abs(count - PUBLISHED_128[name]) <= 0.15 * PUBLISHED_128[name]
+
+
+def test_parameter_counts_at_1024_with_24_classes():
+    counts = {name: n_params(build(name, 24, 1024)) for name in NAMES}
+    # VT-CNN2's dense layer grows with the length; ResNet gains no stack past 6 but a longer flatten;
+    # the recurrent models do not depend on the length.
+    assert counts == {
+        "vtcnn2": 21_183_848,
+        "resnet": 165_144,
+        "cldnn": 110_174,
+        "mcldnn": 407_876,
+        "lstm2": 202_776,
+    }
+
+
+@pytest.mark.parametrize(("length", "stacks"), [(64, 5), (128, 6), (1024, 6), (100, 5)])
+def test_resnet_uses_as_many_stacks_as_leave_two_steps(length, stacks):
+    model = build("resnet", 11, length)
+    assert model.num_stacks == stacks
+    with torch.no_grad():
+        features = model.features(torch.randn(2, 2, length))
+    assert features.shape == (2, 32, length // 2**stacks)
+    assert features.shape[-1] >= 2
+
+
+@pytest.mark.parametrize("name", ["cldnn", "mcldnn", "lstm2"])
+def test_recurrent_models_take_any_length(name):
+    model = build(name, 11, 128)
+    with torch.no_grad():
+        assert model(torch.randn(2, 2, 200)).shape == (2, 11)
+
+
+@pytest.mark.parametrize(("name", "label"), [("vtcnn2", "VTCNN2"), ("resnet", "ResNetAMR")])
+def test_flattening_models_reject_another_length(name, label):
+    model = build(name, 11, 128)
+    with pytest.raises(ValueError, match=rf"{label}.*\[B, 2, 128\]"):
+        model(torch.randn(2, 2, 256))
+
+
+def test_lstm2_is_invariant_to_the_frame_scale():
+    model = build("lstm2")
+    x = torch.randn(4, 2, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a, b, c = model(x), model(3.0 * x), model(1e-3 * x)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    torch.testing.assert_close(c, a, rtol=0, atol=1e-5)
+    # ... but not to a change of shape: the logits do depend on the input.
+    with torch.no_grad():
+        assert (model(x.flip(-1)) - a).abs().max() > 1e-4
+
+
+def test_amplitude_phase_values():
+    # Samples 1+1j, -2+0j, 0-3j: amplitudes √2, 2, 3 (norm √15), phases π/4, π, -π/2.
+    x = torch.tensor([[[1.0, -2.0, 0.0], [1.0, 0.0, -3.0]]])
+    ap = amplitude_phase(x)
+    assert ap.shape == (1, 3, 2)
+    expected_amp = torch.tensor([math.sqrt(2), 2.0, 3.0]) / math.sqrt(15)
+    torch.testing.assert_close(ap[0, :, 0], expected_amp)
+    torch.testing.assert_close(ap[0, :, 1], torch.tensor([0.25, 1.0, -0.5]))
+    assert torch.linalg.vector_norm(ap[0, :, 0]).item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hint_layer_outputs_a_batched_tensor(name):
+    model = build(name)
+    module = model.get_submodule(type(model).hint_layer)
+    captured = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            model(torch.randn(3, 2, 128))
+    finally:
+        handle.remove()
+    assert len(captured) == 1
+    assert isinstance(captured[0], torch.Tensor)
+    assert captured[0].shape == HINT_SHAPES[name]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_onnx_export_matches_torch(name, tmp_path):
+    model = build(name)
+    x = torch.randn(2, 2, 128, generator=torch.Generator().manual_seed(3))
+    path = export_onnx(model, x, tmp_path / f"{name}.onnx")
+    check = verify_onnx(model, path, x, atol=1e-4, batch_sizes=(1, 3))
+    assert check.ok
+    assert check.max_abs_error <= 1e-4
