@@ -1,21 +1,26 @@
-"""rfml: radio-signal machine learning on small devices (synthesis, datasets, AMR models)."""
+"""rfml: radio-signal machine learning on small devices (synthesis, datasets, AMR models, training)."""
 
 __version__ = "0.1.0"
 
-_DATA_EXPORTS = (
-    "ISMInterference",
-    "RadioML2016",
-    "RadioML2018",
-    "SignalDataModule",
-    "SyntheticSignals",
-)
-__all__ = ["__version__", *_DATA_EXPORTS]
+_EXPORTS = {
+    "ISMInterference": "rfml.data",
+    "RadioML2016": "rfml.data",
+    "RadioML2018": "rfml.data",
+    "SignalDataModule": "rfml.data",
+    "SyntheticSignals": "rfml.data",
+    "ClST": "rfml.models",
+    "KDCNN": "rfml.models",
+    "KDMobileNet": "rfml.models",
+    "Classifier": "rfml.classify",
+    "SKD": "rfml.classify",
+}
+__all__ = ["__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> object:
     # Imported on first use, so `import rfml` stays light (torch, h5py and Lightning load later).
-    if name in _DATA_EXPORTS:
-        import rfml.data
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(rfml.data, name)
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'rfml' has no attribute {name!r}")

@@ -106,7 +106,9 @@ class Classifier(AMREvaluation, pl.LightningModule):
         optimizer: from parameters to an optimizer; default Adam, lr 1e-3 (the common AMR protocol).
         scheduler: from an optimizer to an LR scheduler, e.g. ReduceLROnPlateau; it monitors ``scheduler_monitor``.
         scheduler_monitor: the metric a plateau scheduler watches.
-        report_dir: where ``test`` writes its report; default ``<log_dir>/report``.
+        report_dir: where ``test`` writes its report; default ``<log_dir>/report``. Not saved in checkpoints:
+            LightningCLI lets a checkpoint's hyperparameters override the command line, and the folder of a later
+            ``rfml test`` must be the one asked for then.
     """
 
     def __init__(
@@ -121,7 +123,7 @@ class Classifier(AMREvaluation, pl.LightningModule):
         report_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
         self.num_classes = num_classes
         self.report_dir = report_dir
         self.net = create(model, num_classes, length, **(model_kwargs or {}))
@@ -247,7 +249,7 @@ class SKD(AMREvaluation, DistillationModule):
             optimizer=optimizer,
             cache_teacher_logits=cache_teacher_logits,
         )
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
         self.num_classes = num_classes
         self.report_dir = report_dir
         self.scheduler = scheduler

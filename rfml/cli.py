@@ -20,8 +20,11 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 TOOL_COMMANDS = ("generate", "export", "profile")
 
 
-def lightning_main(args: Sequence[str] | None) -> None:
-    """``rfml fit|validate|test|predict``: Lightning is imported here, so ``rfml generate`` stays light."""
+def lightning_main(args: Sequence[str] | None) -> Any:
+    """``rfml fit|validate|test|predict``; returns the LightningCLI (its model, datamodule and trainer).
+
+    Lightning is imported here, so ``rfml generate`` stays light.
+    """
     import lightning.pytorch as pl
     from lightning.pytorch.cli import LightningCLI
 
@@ -30,7 +33,7 @@ def lightning_main(args: Sequence[str] | None) -> None:
             parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
             parser.link_arguments("data.length", "model.init_args.length", apply_on="instantiate")
 
-    RFMLCLI(
+    return RFMLCLI(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,

@@ -223,3 +223,14 @@ def test_in_process_mode_measures_the_same_cells():
     )
     assert [m.backend for m in report.measurements] == ["torch", "onnxruntime"]
     assert not any(m.peak_rss_exclusive for m in report.measurements)
+
+
+def test_count_macs_adds_the_gate_products_of_recurrent_layers() -> None:
+    from ondevice.profile import count_macs
+
+    lstm = torch.nn.LSTM(2, 16, num_layers=2, batch_first=True)
+    gru = torch.nn.GRU(3, 8, bidirectional=True)
+    # Per step: 4 gates × (input + hidden) × hidden per layer; layer 2 reads layer 1's 16 outputs.
+    assert count_macs(lstm, torch.randn(1, 10, 2)) == 10 * (4 * (2 + 16) * 16 + 4 * (16 + 16) * 16)
+    # Time-major GRU: 3 gates, two directions.
+    assert count_macs(gru, torch.randn(7, 1, 3)) == 7 * 2 * 3 * (3 + 8) * 8

@@ -56,6 +56,16 @@ def open_dataset(
     return RadioML2016(path)
 
 
+def shard_rows(rows: torch.Tensor, rank: int, world_size: int, equal: bool) -> torch.Tensor:
+    """This process's share of ``rows`` under data parallelism: every ``world_size``-th row from ``rank``.
+
+    Shares are disjoint, so evaluation counts each example once. With ``equal`` (training) every share is cut to
+    the same length, so all processes take the same number of steps and none waits on a missing all-reduce.
+    """
+    share = rows[rank::world_size]
+    return share[: rows.numel() // world_size] if equal else share
+
+
 class SignalDataModule(pl.LightningDataModule):
     """Splits, SNR filter, view and loaders over one signal dataset.
 
@@ -188,7 +198,11 @@ class SignalDataModule(pl.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> EpochLoader:
         if not self.rows:
             raise RuntimeError("call setup() before asking for data loaders")
-        stream = self._stream(self.rows[split], shuffle)
+        rows = self.rows[split]
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            rows = shard_rows(rows, trainer.global_rank, trainer.world_size, equal=split == "train")
+        stream = self._stream(rows, shuffle)
         return EpochLoader(stream, num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
 
     def train_dataloader(self) -> EpochLoader:
