@@ -71,9 +71,10 @@ def load_factory(spec: str) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
 def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     """Multiply-accumulates for one example, counted by torch's own FLOP counter (matmul, conv, attention).
 
-    Recurrent layers (``nn.LSTM``/``nn.GRU``/``nn.RNN``) run as fused kernels the counter does not see; their
-    gate products are added from the layer's shape: per step, direction and layer, gates × (input + hidden) ×
-    hidden. Element-wise work (activations, norms, softmax) is not counted, as in the papers' MAC figures.
+    Recurrent layers (``nn.LSTM``/``nn.GRU``/``nn.RNN``) may run as fused kernels the counter does not see; what
+    it misses of their gate products is added from the layer's shape: per step, direction and layer, gates ×
+    (input + hidden) × hidden. Element-wise work (activations, norms, softmax) is not counted, as in the papers'
+    MAC figures.
     """
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
@@ -84,14 +85,24 @@ def count_macs(model: nn.Module, example_inputs: ExampleInputs) -> int:
     # The counter does not see fused CPU kernels (the encoder-layer fast path, CPU flash attention);
     # the plain paths compute the same products through matmuls it does count.
     torch.backends.mha.set_fastpath_enabled(False)
+    counter = FlopCounterMode(display=False)
     recurrent_macs: list[int] = []
-    hooks = [
-        m.register_forward_hook(lambda m, args, out: recurrent_macs.append(_recurrent_macs(m, args[0])))
-        for m in model.modules()
-        if isinstance(m, nn.RNNBase)
+    seen_before: list[int] = []
+
+    def before(layer: nn.Module, args: Any) -> None:
+        seen_before.append(counter.get_total_flops())
+
+    def after(layer: nn.Module, args: Any, out: Any) -> None:
+        # Some recurrent kernels are seen by the counter (GRU on CPU), others are fused and unseen (LSTM):
+        # add only what it missed.
+        seen = (counter.get_total_flops() - seen_before.pop()) // 2
+        recurrent_macs.append(max(0, _recurrent_macs(layer, args[0]) - seen))
+
+    recurrent = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    hooks = [m.register_forward_pre_hook(before) for m in recurrent] + [
+        m.register_forward_hook(after) for m in recurrent
     ]
     try:
-        counter = FlopCounterMode(display=False)
         with counter, torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
             model(*inputs)
     finally:

@@ -146,7 +146,7 @@ def test_skd_loss_modes_are_ce_logit_kd_and_hybrid() -> None:
 def test_skd_needs_a_teacher_checkpoint_except_for_ce(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="mode 'hybrid' needs teacher_checkpoint"):
         SKD("kd_cnn", num_classes=4)
-    with pytest.raises(FileNotFoundError, match="nope.ckpt: no such file"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt: no such file"):
         SKD("kd_cnn", teacher_checkpoint=str(tmp_path / "nope.ckpt"), num_classes=4)
     assert SKD("kd_cnn", num_classes=4, mode="ce").loss.alpha == 0.0
 

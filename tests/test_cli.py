@@ -157,15 +157,14 @@ def test_ddp_fit_on_two_cpu_processes_gives_a_checkpoint_that_test_loads(workdir
         str(root),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "rfml.cli", *fit], capture_output=True, text=True, env=env, timeout=300)
+    command = [sys.executable, "-m", "rfml.cli", *fit]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr + done.stdout
     ckpt = root / "best.ckpt"
     assert ckpt.is_file()
-    cli = lightning_main(
-        ["test", "-c", str(CONFIGS / "kd_cnn.yaml"), *data_args(workdir), "--ckpt_path", str(ckpt)]
-        + ["--model.init_args.report_dir", "ddp_report"]
-    )
+    test = ["test", "-c", str(CONFIGS / "kd_cnn.yaml"), *data_args(workdir), "--ckpt_path", str(ckpt)]
+    cli = lightning_main([*test, "--model.init_args.report_dir", "ddp_report"])
     weights = torch.load(ckpt, weights_only=True)["state_dict"]
     torch.testing.assert_close(cli.model.net.head[-1].weight, weights["net.head.1.weight"])
     assert json.loads((workdir / "ddp_report" / "metrics.json").read_text())["examples"] > 0
@@ -189,7 +188,7 @@ def test_export_writes_onnx_that_matches_the_checkpoint(workdir: Path, teacher: 
 def test_export_names_the_field_a_foreign_checkpoint_lacks(workdir: Path) -> None:
     path = workdir / "bare.pt"
     torch.save(create("kd_cnn", 11).state_dict(), path)
-    with pytest.raises(SystemExit, match="bare.pt: field 'hyper_parameters' must name 'model'"):
+    with pytest.raises(SystemExit, match=r"bare\.pt: field 'hyper_parameters' must name 'model'"):
         main(["export", "--checkpoint", str(path), "--out", str(workdir / "x.onnx")])
     assert not (workdir / "x.onnx").exists()
 

@@ -10,7 +10,7 @@ import torch
 import rfml
 from ondevice.export import export_onnx, verify_onnx
 from ondevice.profile import count_macs
-from rfml.models import ClST, KDCNN, KDMobileNet, available, create
+from rfml.models import KDCNN, ClST, KDMobileNet, available, create
 from rfml.models.clst import PSCA, CTPAttention
 
 torch.set_num_threads(1)

@@ -229,8 +229,8 @@ def test_count_macs_adds_the_gate_products_of_recurrent_layers() -> None:
     from ondevice.profile import count_macs
 
     lstm = torch.nn.LSTM(2, 16, num_layers=2, batch_first=True)
-    gru = torch.nn.GRU(3, 8, bidirectional=True)
+    gru = torch.nn.GRU(3, 8, bidirectional=True, batch_first=True)
     # Per step: 4 gates × (input + hidden) × hidden per layer; layer 2 reads layer 1's 16 outputs.
     assert count_macs(lstm, torch.randn(1, 10, 2)) == 10 * (4 * (2 + 16) * 16 + 4 * (16 + 16) * 16)
-    # Time-major GRU: 3 gates, two directions.
-    assert count_macs(gru, torch.randn(7, 1, 3)) == 7 * 2 * 3 * (3 + 8) * 8
+    # GRU: 3 gates, two directions.
+    assert count_macs(gru, torch.randn(1, 7, 3)) == 7 * 2 * 3 * (3 + 8) * 8
