@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -165,9 +166,13 @@ def train(args: argparse.Namespace) -> int:
         {**common, **s, "run_dir": str(work / "runs" / run_id(s["model"], s["kind"], s["seed"]))}
         for s in first + second
     ]
+    if args.only:
+        pattern = re.compile(args.only)
+        first = [s for s in first if pattern.fullmatch(run_id(s["model"], s["kind"], s["seed"]))]
+        specs = [s for s in specs if pattern.fullmatch(Path(s["run_dir"]).name)]
     print(f"{len(specs)} runs, {args.parallel} at a time, data {data}", flush=True)
     failed = _run_all(specs[: len(first)], args.parallel)
-    if TEACHER_RUN in failed:
+    if TEACHER_RUN in failed or (len(specs) > len(first) and not Path(common["teacher_checkpoint"]).is_file()):
         print("the ClST teacher failed; SKD runs skipped", file=sys.stderr)
         return 1
     failed += _run_all(specs[len(first) :], args.parallel)
@@ -316,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.7)
     parser.add_argument("--temperature", type=float, default=4.0)
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--only", default=None, help="run only the runs whose name (e.g. kd_cnn-ce-s1) matches")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads per run")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")

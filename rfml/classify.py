@@ -36,16 +36,14 @@ def _batch(batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor | None]:
     return batch["x"], batch["y"], batch.get("snr")
 
 
-def _optimizers(
-    params: Iterable[nn.Parameter],
-    optimizer: OptimizerCallable | None,
-    scheduler: LRSchedulerCallable | None,
-    monitor: str,
-) -> Any:
-    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(params, lr=DEFAULT_LR)
+def _adam(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=DEFAULT_LR)
+
+
+def _with_scheduler(optimizer: torch.optim.Optimizer, scheduler: LRSchedulerCallable | None, monitor: str) -> Any:
     if scheduler is None:
-        return opt
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler(opt), "monitor": monitor}}
+        return optimizer
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer), "monitor": monitor}}
 
 
 class AMREvaluation:
@@ -141,7 +139,8 @@ class Classifier(AMREvaluation, pl.LightningModule):
         return self.net(x)
 
     def configure_optimizers(self) -> Any:
-        return _optimizers(self.parameters(), self.optimizer, self.scheduler, self.scheduler_monitor)
+        optimizer = (self.optimizer or _adam)(self.parameters())
+        return _with_scheduler(optimizer, self.scheduler, self.scheduler_monitor)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, _ = _batch(batch, "training")
@@ -206,7 +205,7 @@ class SKD(AMREvaluation, DistillationModule):
             feature hint); see :func:`skd_loss`.
         alpha, temperature, beta: weight of the KD term, softmax temperature, weight of the feature hint.
         student_kwargs, teacher_kwargs: constructor options; the teacher's must match its checkpoint.
-        optimizer, scheduler, scheduler_monitor, report_dir: as for :class:`Classifier`.
+        optimizer, scheduler, scheduler_monitor, report_dir: as for :class:`Classifier` (default Adam, lr 1e-3).
         cache_teacher_logits: run the teacher once per distinct example (``logit`` mode, deterministic data).
 
     Checkpoints hold the student alone; ``rfml.classify.Classifier(model=student)`` loads them through
@@ -246,7 +245,8 @@ class SKD(AMREvaluation, DistillationModule):
             teacher=teacher_net,
             loss=skd_loss(mode, student_net, teacher_net, alpha, temperature, beta),
             teacher_checkpoint=teacher_checkpoint,
-            optimizer=optimizer,
+            # The AMR protocol's Adam, lr 1e-3, unless the config says otherwise (not DistillationModule's AdamW).
+            optimizer=optimizer or _adam,
             cache_teacher_logits=cache_teacher_logits,
         )
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
@@ -262,10 +262,7 @@ class SKD(AMREvaluation, DistillationModule):
         return f"{self.hparams['student']} (SKD {self.hparams['mode']})"
 
     def configure_optimizers(self) -> Any:
-        opt = super().configure_optimizers()
-        if self.scheduler is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler(opt), "monitor": self.scheduler_monitor}}
+        return _with_scheduler(super().configure_optimizers(), self.scheduler, self.scheduler_monitor)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         x, y, snr = _batch(batch, "test")

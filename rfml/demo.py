@@ -1,183 +1,162 @@
-"""``make demo``: generate a synthetic RadioML-2016.10a-style dataset, summarise it, plot it, and
-write it in the real file layout.
+"""``make demo``: the main job on built-in synthetic data, end to end, in minutes on two CPU cores.
 
-    python -m rfml.demo --out demo_out [--class-set rml2016.10a] [--per-key 100] [--channel rml2016]
+    python -m rfml.demo --out demo_out [--per-key 100] [--epochs 8] [--student-epochs 10]
 
-Writes ``overview.png`` (one example per class in time, IQ plane and spectrum), ``snr.png``
-(requested vs measured SNR), ``summary.json`` and the dataset file in its published layout (for the
-RadioML class sets at their published length) into ``--out``, then reads the file back through the
-loader and a ``SignalDataModule``.
+1. writes a small synthetic RadioML 2016.10a-like file (11 classes × 20 SNRs × ``--per-key``, the real layout);
+2. trains ClST (``rfml.classify.Classifier``) with early stopping on validation loss;
+3. distils KD-CNN and KD-MobileNet from it with SKD (hybrid loss: soft targets and a feature hint);
+4. trains the same two students with cross-entropy alone, same epochs;
+5. measures every model's ONNX Runtime batch-1 latency side by side (``ondevice.profile``, one thread) and prints
+   one table: parameters, MACs, latency, overall accuracy and accuracy at SNR ≥ 10 dB on the test split;
+6. saves ``accuracy_vs_snr.png`` (all five models), ``summary.json``, ``table.md`` and each model's report folder
+   (metrics JSON, accuracy vs SNR, confusion matrices) under ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
-import numpy as np
+import lightning.pytorch as pl
 import torch
-from tqdm import tqdm
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-from rfml.data import PRESETS as DATASET_PRESETS
-from rfml.data import open_dataset, source_indices, write_dataset
-from rfml.dsp import CLASS_SETS, Synthesizer
-from rfml.dsp.channel import PRESETS
+from ondevice.device.runner import atomic_path, write_json_atomic
+from ondevice.profile import profile
+from rfml.classify import SKD, Classifier
+from rfml.data import SignalDataModule, write_dataset
+from rfml.evaluation import plot_accuracy_vs_snr
+
+RUNS = (
+    ("clst", "ClST (teacher)", "ce"),
+    ("kd_cnn", "KD-CNN + SKD", "hybrid"),
+    ("kd_mobilenet", "KD-MobileNet + SKD", "hybrid"),
+    ("kd_cnn", "KD-CNN alone", "ce"),
+    ("kd_mobilenet", "KD-MobileNet alone", "ce"),
+)
 
 
-def summarise(synth: Synthesizer, per_key: int, batch_size: int) -> dict:
-    """Generate ``per_key`` examples per (class, SNR) in batches; gather per-key statistics."""
-    num_classes, num_snrs = len(synth.classes), len(synth.snrs)
-    total = num_classes * num_snrs * per_key
-    measured = torch.zeros(num_classes, num_snrs, dtype=torch.float64)
-    papr = torch.zeros(num_classes, dtype=torch.float64)
+def fit_and_test(
+    module: pl.LightningModule, data: SignalDataModule, out: Path, epochs: int, patience: int, label: str
+) -> tuple[dict[str, Any], str, float]:
+    """Fit with early stopping on val/loss, test the best checkpoint; returns (test summary, checkpoint, seconds)."""
+    checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/loss", enable_version_counter=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        callbacks=[EarlyStopping("val/loss", patience=patience), checkpoint],
+        logger=False,
+        enable_model_summary=False,
+        default_root_dir=out,
+    )
+    print(f"\n== {label}", flush=True)
     start = time.perf_counter()
-    with tqdm(total=total, unit="ex", desc="generating", unit_scale=True) as bar:
-        for first in range(0, total, batch_size):
-            indices = torch.arange(first, min(first + batch_size, total))
-            batch = synth.generate(indices, return_clean=True)
-            clean, noise = batch["clean"], batch["x"] - batch["clean"]
-            snr = 10 * torch.log10(clean.pow(2).sum((1, 2)) / noise.pow(2).sum((1, 2))).double()
-            measured.index_put_((batch["y"], synth.snr_index(indices)), snr, accumulate=True)
-            power = clean.pow(2).sum(1)
-            papr.index_add_(0, batch["y"], (10 * torch.log10(power.max(1).values / power.mean(1))).double())
-            bar.update(len(batch["y"]))
+    trainer.fit(module, data)
     seconds = time.perf_counter() - start
-    measured /= per_key
-    papr /= num_snrs * per_key
-    return {
-        "examples": total,
-        "seconds": seconds,
-        "examples_per_s": total / seconds,
-        "classes": synth.classes,
-        "snrs_db": synth.snrs,
-        "measured_snr_db": measured.tolist(),
-        "mean_papr_db": papr.tolist(),
-        "worst_snr_error_db": float((measured - torch.tensor(synth.snrs)).abs().max()),
-    }
+    trainer.test(module, data, ckpt_path=checkpoint.best_model_path, verbose=False)
+    return module.test_summary, checkpoint.best_model_path, seconds
 
 
-def plot_overview(synth: Synthesizer, path: Path, snr_db: float) -> None:
-    import matplotlib
+def _quiet_lightning() -> None:
+    """Drop Lightning's notices that do not apply here, so the demo's own output stays readable."""
+    import logging
+    import warnings
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    num_classes = len(synth.classes)
-    batch = synth.generate(range(num_classes), snr_db=snr_db)
-    many = synth.generate(range(num_classes * 64), snr_db=snr_db)
-    fig, axes = plt.subplots(3, num_classes, figsize=(2.1 * num_classes, 6.3), squeeze=False)
-    for c, name in enumerate(synth.classes):
-        x = batch["x"][c].numpy()
-        axes[0, c].plot(x[0], lw=0.8, label="I")
-        axes[0, c].plot(x[1], lw=0.8, label="Q")
-        axes[0, c].set_title(name, fontsize=9)
-        axes[1, c].plot(x[0], x[1], ".", ms=1.5)
-        axes[1, c].set_aspect("equal")
-        rows = many["x"][many["y"] == c]
-        iq = rows[:, 0] + 1j * rows[:, 1]
-        psd = (np.abs(np.fft.fftshift(np.fft.fft(iq.numpy(), axis=1), axes=1)) ** 2).mean(0)
-        freqs = np.fft.fftshift(np.fft.fftfreq(iq.shape[1]))
-        axes[2, c].plot(freqs, 10 * np.log10(psd / psd.max() + 1e-12), lw=0.8)
-        axes[2, c].set_ylim(-60, 3)
-        for ax in axes[:, c]:
-            ax.tick_params(labelsize=6)
-    axes[0, 0].set_ylabel("time (I, Q)", fontsize=8)
-    axes[1, 0].set_ylabel("IQ plane", fontsize=8)
-    axes[2, 0].set_ylabel("PSD dB (64 ex.)", fontsize=8)
-    axes[2, 0].set_xlabel("cycles/sample", fontsize=7)
-    fig.suptitle(f"{synth!r}, channel at {snr_db:g} dB", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    # Our loaders are IterableDatasets with an exact __len__ (one batch plan per epoch, no workers here).
+    warnings.filterwarnings("ignore", message=".*`IterableDataset` has `__len__` defined.*")
+    # SKD keeps the teacher in eval mode on purpose.
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 
 
-def plot_snr(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    snrs = np.array(summary["snrs_db"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, row in zip(summary["classes"], summary["measured_snr_db"], strict=True):
-        ax.plot(snrs, np.array(row) - snrs, marker=".", lw=0.8, label=name)
-    ax.axhspan(-0.2, 0.2, color="0.9", label="±0.2 dB")
-    ax.set_xlabel("requested SNR (dB)")
-    ax.set_ylabel("measured − requested (dB)")
-    ax.set_title("SNR of every (class, SNR) key: 10·log10(P_clean / P_noise)")
-    ax.legend(fontsize=6, ncol=3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def file_round_trip(synth: Synthesizer, preset: str, out: Path, per_key: int, channel: str) -> dict:
-    """Write the set in ``preset``'s real layout, read it back, compare with the synthesizer, split it."""
-    from rfml.data import SignalDataModule
-
-    path = write_dataset(preset, out, per_key=per_key, seed=synth.seed, channel=channel)
-    data = open_dataset(path)
-    rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:512]
-    expected = synth.generate(source_indices(rows, len(synth.classes), len(synth.snrs), per_key))
-    got = data.get_batch(rows)
-    module = SignalDataModule(path, split="6:2:2", snrs="0:18", batch_size=256)
-    module.setup()
-    batch = next(iter(module.train_dataloader()))
-    return {
-        "file": path,
-        "file_mb": os.path.getsize(path) / 1e6,
-        "frames": len(data),
-        "round_trip_equal": all(torch.equal(got[key], expected[key]) for key in ("x", "y", "snr")),
-        "split_0_to_18_db": {name: int(rows.numel()) for name, rows in module.rows.items()},
-        "batch_x_shape": list(batch["x"].shape),
-    }
-
-
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--class-set", choices=sorted(CLASS_SETS), default="rml2016.10a")
-    parser.add_argument("--channel", choices=sorted(PRESETS), default="rml2016")
-    parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--per-key", type=int, default=100, help="examples per (class, SNR)")
-    parser.add_argument("--batch-size", type=int, default=2048)
+    parser.add_argument("--per-key", type=int, default=100, help="frames per (class, SNR); 100 → 22,000 frames")
+    parser.add_argument("--epochs", type=int, default=8, help="epoch cap of the ClST teacher")
+    parser.add_argument("--student-epochs", type=int, default=10, help="epoch cap of every student run")
+    parser.add_argument("--patience", type=int, default=3, help="early stopping on val/loss")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per round for the latency")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    _quiet_lightning()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
 
-    synth = Synthesizer(args.class_set, args.length, channel=args.channel, seed=args.seed)
-    summary = summarise(synth, args.per_key, args.batch_size)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot_overview(synth, args.out / "overview.png", snr_db=18)
-    plot_snr(summary, args.out / "snr.png")
-    preset = DATASET_PRESETS.get(args.class_set)
-    if preset is not None and preset.length == args.length and preset.snrs == tuple(synth.snrs):
-        summary["file"] = file_round_trip(synth, preset.name, args.out, args.per_key, args.channel)
-    tmp = args.out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    tmp.replace(args.out / "summary.json")
+    path = write_dataset("rml2016.10a", out, per_key=args.per_key, seed=args.seed)
+    data = SignalDataModule(str(path), split="6:2:2", batch_size=args.batch_size, seed=args.seed)
+    print(f"data: {path} ({11 * 20 * args.per_key:,} frames, split 6:2:2 per class and SNR)")
 
-    print(f"\n{synth!r}, channel {args.channel!r}")
-    print(f"{summary['examples']} examples in {summary['seconds']:.2f} s ({summary['examples_per_s']:.0f} /s)")
-    print(f"{'class':>10} {'PAPR dB':>8} {'SNR err @-10/0/10 dB':>22}")
-    snrs = synth.snrs
-    for c, name in enumerate(synth.classes):
-        errors = [summary["measured_snr_db"][c][snrs.index(s)] - s for s in (-10, 0, 10) if s in snrs]
-        print(f"{name:>10} {summary['mean_papr_db'][c]:8.2f} {' '.join(f'{e:+6.3f}' for e in errors):>22}")
-    print(f"worst |measured - requested| SNR over all keys: {summary['worst_snr_error_db']:.3f} dB")
-    print(f"plots: {args.out / 'overview.png'}, {args.out / 'snr.png'}")
-    if "file" in summary:
-        written = summary["file"]
-        print(
-            f"file: {written['file']} ({written['frames']} frames, {written['file_mb']:.1f} MB), read back by "
-            f"the RadioML loader: equal to the synthesizer: {written['round_trip_equal']}"
+    results: dict[str, dict[str, Any]] = {}
+    teacher_ckpt = ""
+    for model, label, mode in RUNS:
+        pl.seed_everything(args.seed, verbose=False)
+        report = str(out / label.replace(" ", "_").replace("+", "with").replace("(", "").replace(")", ""))
+        if mode == "ce":
+            module: pl.LightningModule = Classifier(model, data.num_classes, data.length, report_dir=report)
+        else:
+            module = SKD(model, "clst", teacher_ckpt, data.num_classes, data.length, mode=mode, report_dir=report)
+        epochs = args.epochs if model == "clst" else args.student_epochs
+        summary, ckpt, seconds = fit_and_test(module, data, Path(report), epochs, args.patience, label)
+        if model == "clst":
+            teacher_ckpt = ckpt
+        net = module.net if isinstance(module, Classifier) else module.student
+        results[label] = {"model": model, "mode": mode, "net": net.eval(), "summary": summary, "fit_seconds": seconds}
+
+    print("\n== ONNX Runtime latency, batch 1, one thread, all five interleaved", flush=True)
+    latency = profile(
+        {label: r["net"] for label, r in results.items()},
+        torch.randn(1, 2, data.length),
+        backends=("onnxruntime",),
+        threads=1,
+        repeats=args.repeats,
+        rounds=5,
+        workdir=out / "onnx",
+    )
+    latency.save(out, stem="latency")
+
+    rows = []
+    for label, r in results.items():
+        facts = latency.models[label]
+        summary = r["summary"]
+        rows.append(
+            {
+                "model": label,
+                "params": facts["params"],
+                "macs": facts["macs"],
+                "ort_b1_ms": latency.get("onnxruntime", 1, label).median_ms,
+                "accuracy": summary["accuracy"],
+                "accuracy_snr_ge_10db": summary["accuracy_snr_ge_10db"],
+                "fit_seconds": r["fit_seconds"],
+            }
         )
-        print(
-            f"SignalDataModule 6:2:2 over 0..18 dB: {written['split_0_to_18_db']}, batch x {written['batch_x_shape']}"
+    lines = [
+        "| model | params | MACs | ORT b1 ms | overall acc % | acc % SNR ≥ 10 dB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['params']:,} | {row['macs'] / 1e6:.2f} M | {row['ort_b1_ms']:.3f} | "
+            f"{100 * row['accuracy']:.1f} | {100 * row['accuracy_snr_ge_10db']:.1f} |"
         )
+    table = "\n".join(lines) + "\n"
+    with atomic_path(out / "table.md") as tmp:
+        tmp.write_text(table)
+    plot_accuracy_vs_snr(
+        {label: r["summary"] for label, r in results.items()},
+        out / "accuracy_vs_snr.png",
+        title=f"synthetic RadioML 2016.10a-like ({args.per_key} per class and SNR), test split",
+    )
+    summary = {"data": str(path), "per_key": args.per_key, "rows": rows, "latency_environment": latency.environment}
+    write_json_atomic(out / "summary.json", summary)
+    print("\n" + table)
+    print(f"plots: {out / 'accuracy_vs_snr.png'}, {out / 'latency.png'}, and one report folder per model in {out}")
     return summary
 
 

@@ -180,3 +180,10 @@ def test_skd_distils_from_a_classifier_checkpoint_and_saves_the_student_alone(tm
     summary = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert summary["model"] == "kd_cnn (SKD hybrid)"
     assert summary["examples"] == 64
+
+
+def test_skd_and_classifier_default_to_the_protocols_adam() -> None:
+    for module in (Classifier("kd_cnn", num_classes=4), SKD("kd_cnn", num_classes=4, mode="ce")):
+        optimizer = module.configure_optimizers()
+        assert type(optimizer) is torch.optim.Adam
+        assert optimizer.defaults["lr"] == 1e-3 and optimizer.defaults["weight_decay"] == 0
