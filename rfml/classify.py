@@ -49,13 +49,26 @@ def _with_scheduler(optimizer: torch.optim.Optimizer, scheduler: LRSchedulerCall
 class AMREvaluation:
     """The evaluation both AMR modules share: accuracy while validating, the full report on ``test``.
 
-    Mixed into a LightningModule; needs ``self.num_classes`` and a network reached through ``self(x)``.
+    Mixed into a LightningModule whose ``__init__`` calls :meth:`_init_amr`.
     """
 
     num_classes: int
     report_dir: str | None
 
-    def _init_evaluation(self, num_classes: int) -> None:
+    def _init_amr(
+        self,
+        num_classes: int,
+        length: int,
+        report_dir: str | None,
+        scheduler: LRSchedulerCallable | None,
+        scheduler_monitor: str,
+    ) -> None:
+        """What both AMR modules hold besides their networks: sizes, report folder, scheduler, metrics."""
+        self.num_classes = num_classes
+        self.report_dir = report_dir
+        self.scheduler = scheduler
+        self.scheduler_monitor = scheduler_monitor
+        self.example_input_array = torch.zeros(1, 2, length)
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = SNRConfusion(num_classes)
 
@@ -122,14 +135,9 @@ class Classifier(AMREvaluation, pl.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
-        self.num_classes = num_classes
-        self.report_dir = report_dir
         self.net = create(model, num_classes, length, **(model_kwargs or {}))
         self.optimizer = optimizer
-        self.scheduler = scheduler
-        self.scheduler_monitor = scheduler_monitor
-        self.example_input_array = torch.zeros(1, 2, length)
-        self._init_evaluation(num_classes)
+        self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
 
     @property
     def report_name(self) -> str:
@@ -250,12 +258,7 @@ class SKD(AMREvaluation, DistillationModule):
             cache_teacher_logits=cache_teacher_logits,
         )
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
-        self.num_classes = num_classes
-        self.report_dir = report_dir
-        self.scheduler = scheduler
-        self.scheduler_monitor = scheduler_monitor
-        self.example_input_array = torch.zeros(1, 2, length)
-        self._init_evaluation(num_classes)
+        self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
 
     @property
     def report_name(self) -> str:
