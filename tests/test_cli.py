@@ -99,11 +99,13 @@ def test_skd_configs_fit_from_the_clst_checkpoint(config: Path, mode: str, workd
     assert model.loss.alpha == (0.0 if mode == "ce" else 0.7)
 
 
-def test_test_writes_the_report_and_predict_writes_every_prediction(workdir: Path, teacher: Path) -> None:
+def test_validate_test_writes_the_report_and_predict_writes_every_prediction(workdir: Path, teacher: Path) -> None:
     data = SignalDataModule("rml2016.10a", str(workdir / "data"), per_key=PER_KEY)
     data.setup()
     test_rows = data.rows["test"]
     config = ["-c", str(CONFIGS / "clst.yaml"), *data_args(workdir), "--ckpt_path", str(teacher)]
+    validated = lightning_main(["validate", *config])
+    assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
     lightning_main(["test", *config, "--model.init_args.report_dir", "report"])
     summary = json.loads((workdir / "report" / "metrics.json").read_text())
     assert summary["examples"] == len(test_rows)
