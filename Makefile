@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/synth_throughput.py --torchsig-python .venv-torchsig/bin/python
 	$(PY) benchmarks/loader_throughput.py
 	$(PY) benchmarks/profiler_agreement.py
+	$(PY) benchmarks/train_overhead.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache
