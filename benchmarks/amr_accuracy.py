@@ -68,7 +68,7 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
     data = SignalDataModule(spec["data"], split="6:2:2", batch_size=spec["batch_size"], seed=0)
     report = str(run_dir / "report")
     if spec["kind"] == "ce":
-        module: pl.LightningModule = Classifier(spec["model"], data.num_classes, data.length, report_dir=report)
+        module: Classifier | SKD = Classifier(spec["model"], data.num_classes, data.length, report_dir=report)
     else:
         module = SKD(
             student=spec["model"],
@@ -97,7 +97,7 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - start
     trainer.test(module, data, ckpt_path=checkpoint.best_model_path, verbose=False)
     summary = module.test_summary
-    net = module.student if spec["kind"] != "ce" else module.net
+    net = module.network
     result = {
         **{k: spec[k] for k in ("model", "kind", "seed")},
         "epochs": trainer.current_epoch,

@@ -49,7 +49,8 @@ def _with_scheduler(optimizer: torch.optim.Optimizer, scheduler: LRSchedulerCall
 class AMREvaluation:
     """The evaluation both AMR modules share: accuracy while validating, the full report on ``test``.
 
-    Mixed into a LightningModule whose ``__init__`` calls :meth:`_init_amr`.
+    Mixed into a LightningModule whose ``__init__`` calls :meth:`_init_amr` and that names in :attr:`network` the
+    network it evaluates; ``test`` and ``predict`` run that network alone.
     """
 
     num_classes: int
@@ -69,8 +70,12 @@ class AMREvaluation:
         self.scheduler = scheduler
         self.scheduler_monitor = scheduler_monitor
         self.example_input_array = torch.zeros(1, 2, length)
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_confusion = SNRConfusion(num_classes)
+
+    @property
+    def network(self) -> nn.Module:
+        """The network being evaluated (the classifier's own, or SKD's student)."""
+        raise NotImplementedError
 
     def _class_names(self) -> list[str] | None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -83,10 +88,23 @@ class AMREvaluation:
         root = self.trainer.log_dir or self.trainer.default_root_dir
         return Path(root) / "report"
 
-    def _test_update(self, logits: Tensor, y: Tensor, snr: Tensor | None) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        """Logs ``test/loss`` and counts (SNR, true, predicted) for the report."""
+        x, y, snr = _batch(batch, "test")
         if snr is None:
             raise ValueError("test: batches need 'snr' for the per-SNR report; SignalDataModule provides it")
+        logits = self.network(x)
+        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
         self.test_confusion.update(logits, y, snr)
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """``pred`` and ``prob`` per example, with ``y`` and ``snr`` when the batch has them."""
+        x = batch["x"] if isinstance(batch, dict) else batch
+        logits = self.network(x)
+        out = {"pred": logits.argmax(-1), "prob": logits.softmax(-1)}
+        if isinstance(batch, dict):
+            out.update({key: batch[key] for key in ("y", "snr") if key in batch})
+        return out
 
     def on_test_epoch_end(self) -> None:
         """Log ``test/acc`` and ``test/acc_snr_ge_10db``; rank zero writes the report folder."""
@@ -137,7 +155,12 @@ class Classifier(AMREvaluation, pl.LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
         self.net = create(model, num_classes, length, **(model_kwargs or {}))
         self.optimizer = optimizer
+        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
+
+    @property
+    def network(self) -> nn.Module:
+        return self.net
 
     @property
     def report_name(self) -> str:
@@ -162,16 +185,6 @@ class Classifier(AMREvaluation, pl.LightningModule):
         self.val_accuracy(logits, y)
         self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("val/acc", self.val_accuracy, prog_bar=True, batch_size=len(y))
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, snr = _batch(batch, "test")
-        logits = self(x)
-        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self._test_update(logits, y, snr)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        x = batch["x"] if isinstance(batch, dict) else batch
-        return _prediction(self(x), batch)
 
 
 SKDMode = Literal["ce", "logit", "hybrid"]
@@ -261,28 +274,15 @@ class SKD(AMREvaluation, DistillationModule):
         self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
 
     @property
+    def network(self) -> nn.Module:
+        return self.student
+
+    @property
     def report_name(self) -> str:
         return f"{self.hparams['student']} (SKD {self.hparams['mode']})"
 
     def configure_optimizers(self) -> Any:
         return _with_scheduler(super().configure_optimizers(), self.scheduler, self.scheduler_monitor)
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        x, y, snr = _batch(batch, "test")
-        logits = self.student(x)
-        self.log("test/loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self._test_update(logits, y, snr)
-
-    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        x = batch["x"] if isinstance(batch, dict) else batch
-        return _prediction(self.student(x), batch)
-
-
-def _prediction(logits: Tensor, batch: Any) -> dict[str, Tensor]:
-    out = {"pred": logits.argmax(-1), "prob": logits.softmax(-1)}
-    if isinstance(batch, dict):
-        out.update({key: batch[key] for key in ("y", "snr") if key in batch})
-    return out
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -39,8 +39,13 @@ RUNS = (
 )
 
 
+def run_folder(out: Path, label: str) -> Path:
+    """The folder of one run's checkpoint and report, named after its table label."""
+    return out / label.replace(" ", "_").replace("+", "with").replace("(", "").replace(")", "")
+
+
 def fit_and_test(
-    module: pl.LightningModule, data: SignalDataModule, out: Path, epochs: int, patience: int, label: str
+    module: Classifier | SKD, data: SignalDataModule, out: Path, epochs: int, patience: int, label: str
 ) -> tuple[dict[str, Any], str, float]:
     """Fit with early stopping on val/loss, test the best checkpoint; returns (test summary, checkpoint, seconds)."""
     checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/loss", enable_version_counter=False)
@@ -97,17 +102,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     teacher_ckpt = ""
     for model, label, mode in RUNS:
         pl.seed_everything(args.seed, verbose=False)
-        report = str(out / label.replace(" ", "_").replace("+", "with").replace("(", "").replace(")", ""))
+        report = str(run_folder(out, label))
         if mode == "ce":
-            module: pl.LightningModule = Classifier(model, data.num_classes, data.length, report_dir=report)
+            module: Classifier | SKD = Classifier(model, data.num_classes, data.length, report_dir=report)
         else:
             module = SKD(model, "clst", teacher_ckpt, data.num_classes, data.length, mode=mode, report_dir=report)
         epochs = args.epochs if model == "clst" else args.student_epochs
         summary, ckpt, seconds = fit_and_test(module, data, Path(report), epochs, args.patience, label)
         if model == "clst":
             teacher_ckpt = ckpt
-        net = module.net if isinstance(module, Classifier) else module.student
-        results[label] = {"model": model, "mode": mode, "net": net.eval(), "summary": summary, "fit_seconds": seconds}
+        results[label] = {
+            "model": model,
+            "mode": mode,
+            "net": module.network.eval(),
+            "summary": summary,
+            "fit_seconds": seconds,
+        }
 
     print("\n== ONNX Runtime latency, batch 1, one thread, all five interleaved", flush=True)
     latency = profile(

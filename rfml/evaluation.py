@@ -7,7 +7,6 @@ torchmetrics sums it across processes under DDP.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -168,9 +167,3 @@ def write_report(summary: dict[str, Any], out_dir: str | Path, name: str = "mode
         f"{name}, SNR ≥ {HIGH_SNR_DB} dB ({high_text})",
     )
     return paths
-
-
-def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a ``metrics.json`` written by :func:`write_report`."""
-    with open(path) as f:
-        return json.load(f)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rfml.demo import main
+from rfml.demo import main, run_folder
 
 torch.set_num_threads(1)
 
@@ -24,7 +24,7 @@ def test_demo_trains_distils_times_and_tabulates_five_models(tmp_path: Path) -> 
     assert rows["KD-MobileNet + SKD"]["macs"] == 1_522_048
     for label, row in rows.items():
         assert row["ort_b1_ms"] > 0
-        folder = tmp_path / label.replace(" ", "_").replace("+", "with").replace("(", "").replace(")", "")
+        folder = run_folder(tmp_path, label)
         metrics = json.loads((folder / "metrics.json").read_text())
         # The table shows the test report of each model's best checkpoint: 11 classes × 20 SNRs × 1 test frame.
         assert metrics["examples"] == 220
