@@ -35,6 +35,7 @@ from ondevice.export import (
     as_input_tuple,
     default_input_names,
     export_onnx,
+    external_data_path,
     quantize_dynamic_int8,
     verify_onnx,
 )
@@ -54,7 +55,7 @@ It writes results-<host>-<threads>t.json here. Copy that file back and run on th
 
 
 def write_bundle(
-    models: Mapping[str, tuple[nn.Module, ExampleInputs]],
+    models: Mapping[str, tuple[nn.Module, ExampleInputs] | tuple[str | os.PathLike, Mapping[str, np.ndarray]]],
     out_dir: str | os.PathLike,
     batch_sizes: Sequence[int] = (1,),
     *,
@@ -66,7 +67,9 @@ def write_bundle(
 ) -> Path:
     """Export each model (fp32, and dynamic int8 if `int8`) into a new bundle folder `out_dir`.
 
-    Every fp32 export is checked against torch (|ORT - torch| <= `atol`) before it goes in. The folder
+    A model is `(nn.Module, example_inputs)`, exported here and checked against torch (|ORT - torch| <=
+    `atol`) before it goes in, or `(path.onnx, {input name: array})` for a graph exported and checked
+    already (one with extra symbolic axes, say); its file (and external `.data`) is copied in. The folder
     appears complete or not at all: it is built under a temporary name and renamed.
     """
     out = Path(out_dir)
@@ -79,17 +82,22 @@ def write_bundle(
     try:
         entries = []
         for name, (model, example) in models.items():
-            inputs = as_input_tuple(example)
-            fp32 = export_onnx(model, inputs, tmp / f"{name}.onnx")
-            verify_onnx(model, fp32, inputs, atol=atol)
+            if isinstance(model, nn.Module):
+                inputs = as_input_tuple(example)
+                fp32 = export_onnx(model, inputs, tmp / f"{name}.onnx")
+                verify_onnx(model, fp32, inputs, atol=atol)
+                arrays = {n: t.detach().cpu().numpy() for n, t in zip(default_input_names(inputs), inputs, strict=True)}
+                facts = model_facts(model, inputs)
+            else:
+                fp32, arrays = _copy_onnx(Path(model), tmp / f"{name}.onnx"), dict(example)
+                facts = {"params": None, "macs": None}
             (tmp / "inputs").mkdir(exist_ok=True)
             specs = []
-            for input_name, tensor in zip(default_input_names(inputs), inputs, strict=True):
+            for input_name, array in arrays.items():
                 file = f"inputs/{name}.{input_name}.npy"
-                np.save(tmp / file, tensor.detach().cpu().numpy(), allow_pickle=False)
-                shape = ["batch", *tensor.shape[1:]]
-                specs.append({"name": input_name, "file": file, "shape": shape, "dtype": str(tensor.dtype)})
-            facts = model_facts(model, inputs)
+                np.save(tmp / file, np.asarray(array), allow_pickle=False)
+                shape = ["batch", *np.shape(array)[1:]]
+                specs.append({"name": input_name, "file": file, "shape": shape, "dtype": str(np.asarray(array).dtype)})
             files = {"onnxruntime": fp32}
             if int8:
                 files["onnxruntime-int8"] = quantize_dynamic_int8(fp32, tmp / f"{name}.int8.onnx")
@@ -122,6 +130,19 @@ def write_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _copy_onnx(src: Path, dst: Path) -> Path:
+    if src.suffix != ".onnx" or not src.is_file():
+        raise FileNotFoundError(f"{src}: no such ONNX file to put in the bundle")
+    shutil.copyfile(src, dst)
+    data = external_data_path(src)
+    if data.is_file():
+        # The graph names its data file: it keeps its original name beside the copy.
+        if (dst.parent / data.name).exists():
+            raise FileExistsError(f"{src}: two bundle models keep their weights in {data.name}; export them apart")
+        shutil.copyfile(data, dst.parent / data.name)
+    return dst
 
 
 def ingest(results_path: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> LatencyReport:

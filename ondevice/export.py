@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +77,32 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+_PROTOBUF_LIMIT_BYTES = 2**31 - 2**24  # 2 GiB, less headroom for the graph itself
+
+
+def external_data_path(path: str | os.PathLike) -> Path:
+    """Where `export_onnx` keeps a graph's weights when they are stored outside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".data")
+
+
+@contextlib.contextmanager
+def _atomic_onnx_path(path: Path, external_data: bool) -> Iterator[Path]:
+    if not external_data:
+        with atomic_path(path) as tmp:
+            yield tmp
+        external_data_path(path).unlink(missing_ok=True)  # a stale one from an earlier export
+        return
+    # The graph names its data file, so both are written under their final names in a private folder,
+    # then moved: the data first, so the graph never points at a missing or older file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent) as folder:
+        staged = Path(folder) / path.name
+        yield staged
+        os.replace(external_data_path(staged), external_data_path(path))
+        os.replace(staged, path)
+
+
 def export_onnx(
     model: nn.Module,
     example_inputs: ExampleInputs,
@@ -83,26 +111,39 @@ def export_onnx(
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     dynamic_batch: bool = True,
+    dynamic_axes: Sequence[dict[int, torch.export.Dim]] | None = None,
+    external_data: bool | None = None,
     opset: int = 18,
 ) -> Path:
     """Export `model` (in eval mode) to ONNX with torch's exporter; axis 0 of every input is dynamic.
 
-    The file appears only when complete (written under a temporary name, then renamed).
+    `dynamic_axes` adds more symbolic axes, one `{axis: torch.export.Dim}` per input (a Dim shared by
+    several inputs ties their sizes), e.g. a sequence length or a KV-cache length. `external_data` stores
+    the weights beside the graph in `<name>.onnx.data`: needed past protobuf's 2 GB limit, which is where
+    the default (None) turns it on. The files appear only when complete (written under temporary names,
+    then renamed).
     """
     path = Path(path)
     inputs = as_input_tuple(example_inputs)
     names = list(input_names) if input_names is not None else default_input_names(inputs)
     if len(names) != len(inputs):
         raise ValueError(f"{len(names)} input names for {len(inputs)} example inputs")
+    if dynamic_axes is not None and len(dynamic_axes) != len(inputs):
+        raise ValueError(f"{len(dynamic_axes)} dynamic-axes entries for {len(inputs)} example inputs")
     if dynamic_batch and any(t.shape[0] == 1 for t in inputs):
         # torch.export treats a size-1 axis as a constant, so trace with two rows to keep the batch symbolic.
         inputs = tuple(torch.cat([t, t]) for t in inputs)
     dynamic_shapes = None
-    if dynamic_batch:
+    if dynamic_batch or dynamic_axes is not None:
         batch = torch.export.Dim("batch")
-        dynamic_shapes = tuple({0: batch} for _ in inputs)
+        extra = dynamic_axes if dynamic_axes is not None else [{} for _ in inputs]
+        per_input = [({0: batch} if dynamic_batch else {}) | dict(axes) for axes in extra]
+        # Keyed by parameter name, so a forward(*tensors) signature gets its shapes grouped as torch.export expects.
+        dynamic_shapes = dict(inspect.signature(model.forward).bind(*per_input).arguments)
+    if external_data is None:
+        external_data = sum(p.numel() * p.element_size() for p in model.parameters()) >= _PROTOBUF_LIMIT_BYTES
     try:
-        with atomic_path(path) as tmp, _quiet_exporter(), _eval_mode(model), torch.no_grad():
+        with _atomic_onnx_path(path, external_data) as tmp, _quiet_exporter(), _eval_mode(model), torch.no_grad():
             program = torch.onnx.export(
                 model,
                 inputs,
@@ -113,7 +154,7 @@ def export_onnx(
                 opset_version=opset,
                 verbose=False,
             )
-            program.save(str(tmp))
+            program.save(str(tmp), external_data=external_data)
     except Exception as exc:
         raise RuntimeError(f"ONNX export of {type(model).__name__} to {path} failed: {exc}") from exc
     return path

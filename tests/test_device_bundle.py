@@ -56,7 +56,7 @@ def test_bundle_holds_models_inputs_manifest_and_the_runner(bundle):
     ]  # fmt: skip
     cnn = manifest["models"][0]
     assert cnn["inputs"] == [
-        {"name": "x", "file": "inputs/cnn.x.npy", "shape": ["batch", 2, 256], "dtype": "torch.float32"}
+        {"name": "x", "file": "inputs/cnn.x.npy", "shape": ["batch", 2, 256], "dtype": "float32"}
     ]
     assert np.load(bundle / cnn["inputs"][0]["file"]).shape == (1, 2, 256)
     assert cnn["params"] == sum(p.numel() for p in small_cnn(width=16, length=256)[0].parameters())

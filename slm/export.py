@@ -1,0 +1,123 @@
+"""ONNX graphs of a language model for a device: prefill (prompt → logits, cache) and one decode step.
+
+The decode graph takes the past keys and values of every layer as inputs and returns the grown cache
+as outputs, so a runtime loops it token by token. Both go through `ondevice.export` (fp32, dynamic int8).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx
+from slm.arch import ArchConfig
+from slm.model import GPT
+
+
+def cache_names(num_layers: int, prefix: str) -> list[str]:
+    """`past_key_0, past_value_0, …` (or `present_…`): one key and one value tensor per layer."""
+    return [f"{prefix}_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+class PrefillGraph(nn.Module):
+    """tokens [B, P] → (next-token logits [B, V], present keys/values per layer [B, kv_heads, P, head_dim])."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: Tensor) -> tuple[Tensor, ...]:
+        logits, cache = self.model.prefill(tokens)
+        return (logits, *(t for layer in cache for t in layer))
+
+
+class DecodeGraph(nn.Module):
+    """(token [B, 1], past keys/values [B, kv_heads, T, head_dim] per layer) → (logits [B, V], present at T+1)."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: Tensor, *past: Tensor) -> tuple[Tensor, ...]:
+        cache = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
+        logits, cache = self.model.decode(token, cache)
+        return (logits, *(t for layer in cache for t in layer))
+
+
+def prefill_inputs(config: ArchConfig, prompt_length: int, batch_size: int = 1, seed: int = 0) -> tuple[Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, config.vocab_size, (batch_size, prompt_length), generator=generator),)
+
+
+def decode_inputs(config: ArchConfig, past_length: int, batch_size: int = 1, seed: int = 0) -> tuple[Tensor, ...]:
+    """A token and a random cache of `past_length` tokens (shape alone decides the cost)."""
+    generator = torch.Generator().manual_seed(seed)
+    token = torch.randint(0, config.vocab_size, (batch_size, 1), generator=generator)
+    shape = (batch_size, config.num_kv_heads, past_length, config.head_dim)
+    past = tuple(torch.randn(shape, generator=generator) for _ in range(2 * config.num_layers))
+    return (token, *past)
+
+
+def export_prefill(
+    model: GPT, path: str | os.PathLike, prompt_length: int = 8, verify: bool = True
+) -> ExportCheck | None:
+    """Export the prefill graph with symbolic batch and prompt length; check it against torch to 1e-4."""
+    config = model.config
+    inputs = prefill_inputs(config, prompt_length, batch_size=2)
+    # The exporter specialises a length it sees as 1, and asks that the traced length be inside the range.
+    prompt = torch.export.Dim("prompt", min=2, max=config.context_length)
+    graph = PrefillGraph(model)
+    export_onnx(
+        graph,
+        inputs,
+        path,
+        input_names=["tokens"],
+        output_names=["logits", *cache_names(config.num_layers, "present")],
+        dynamic_axes=[{1: prompt}],
+    )
+    return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2)) if verify else None
+
+
+def export_decode(model: GPT, path: str | os.PathLike, past_length: int = 8, verify: bool = True) -> ExportCheck | None:
+    """Export one decode step with symbolic batch and past length; check it against torch to 1e-4."""
+    config = model.config
+    inputs = decode_inputs(config, past_length, batch_size=2)
+    past = torch.export.Dim("past", min=2, max=config.context_length - 1)
+    graph = DecodeGraph(model)
+    export_onnx(
+        graph,
+        inputs,
+        path,
+        input_names=["token", *cache_names(config.num_layers, "past")],
+        output_names=["logits", *cache_names(config.num_layers, "present")],
+        dynamic_axes=[{}, *({2: past} for _ in range(2 * config.num_layers))],
+    )
+    return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2)) if verify else None
+
+
+def export_graphs(
+    model: GPT, out_dir: str | os.PathLike, stem: str = "model", *, int8: bool = False, verify: bool = True
+) -> dict[str, Path]:
+    """Write `<stem>.prefill.onnx` and `<stem>.decode.onnx` (and `.int8.onnx` twins) into `out_dir`."""
+    out = Path(out_dir)
+    files = {"prefill": out / f"{stem}.prefill.onnx", "decode": out / f"{stem}.decode.onnx"}
+    export_prefill(model, files["prefill"], verify=verify)
+    export_decode(model, files["decode"], verify=verify)
+    if int8:
+        for kind in ("prefill", "decode"):
+            files[f"{kind}-int8"] = quantize_dynamic_int8(files[kind], out / f"{stem}.{kind}.int8.onnx")
+    return files
+
+
+def random_model(config: ArchConfig, seed: int = 0) -> GPT:
+    """Random weights: enough for latency, which depends on the shape alone."""
+    torch.manual_seed(seed)
+    return GPT(config).eval()
+
+
+def as_arrays(inputs: tuple[Tensor, ...], names: list[str]) -> dict[str, np.ndarray]:
+    return {n: t.numpy() for n, t in zip(names, inputs, strict=True)}
