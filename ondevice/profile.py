@@ -197,6 +197,11 @@ def _onnx_input_names(path: Path) -> list[str]:
     return [i.name for i in graph.input if i.name not in initializers]
 
 
+def _has_own_inputs(value: Any) -> bool:
+    """A `(model or path, example_inputs)` pair: candidates of different input shapes in one comparison."""
+    return isinstance(value, tuple) and len(value) == 2 and (isinstance(value[0], nn.Module) or _is_onnx_path(value[0]))
+
+
 def _candidate(name: str | None, value: Any, example_inputs: Any) -> _Candidate:
     if isinstance(value, nn.Module):
         if example_inputs is None:
@@ -292,7 +297,8 @@ def profile(
 
     `model_or_onnx` is an `nn.Module` (with `example_inputs`), a path to an `.onnx` file (ONNX Runtime
     backends only), a `"package.module:factory"` string whose function returns `(model, example_inputs)`,
-    or a mapping of names to any of these to compare candidates side by side. Example inputs are tiled
+    or a mapping of names to any of these to compare candidates side by side; in a mapping, a value may
+    also be a `(model or path, example_inputs)` pair with inputs of its own. Example inputs are tiled
     along axis 0 to each batch size. With `isolate` (default), every ONNX Runtime session runs in a
     worker process of its own that never imports torch, and torch does too when the model comes from a
     factory (a module object stays in this process); `threads` is set for both runtimes either way.
@@ -308,7 +314,10 @@ def profile(
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ValueError(f"batch sizes must be positive, got {batch_sizes!r}")
     if isinstance(model_or_onnx, Mapping):
-        candidates = [_candidate(name, value, example_inputs) for name, value in model_or_onnx.items()]
+        candidates = [
+            _candidate(name, *(value if _has_own_inputs(value) else (value, example_inputs)))
+            for name, value in model_or_onnx.items()
+        ]
     else:
         candidates = [_candidate(None, model_or_onnx, example_inputs)]
     for c in candidates:

@@ -55,9 +55,7 @@ def test_bundle_holds_models_inputs_manifest_and_the_runner(bundle):
         ("cnn", "onnxruntime"), ("cnn", "onnxruntime-int8"), ("block", "onnxruntime"), ("block", "onnxruntime-int8"),
     ]  # fmt: skip
     cnn = manifest["models"][0]
-    assert cnn["inputs"] == [
-        {"name": "x", "file": "inputs/cnn.x.npy", "shape": ["batch", 2, 256], "dtype": "float32"}
-    ]
+    assert cnn["inputs"] == [{"name": "x", "file": "inputs/cnn.x.npy", "shape": ["batch", 2, 256], "dtype": "float32"}]
     assert np.load(bundle / cnn["inputs"][0]["file"]).shape == (1, 2, 256)
     assert cnn["params"] == sum(p.numel() for p in small_cnn(width=16, length=256)[0].parameters())
     assert manifest["settings"] == {"warmup": 1, "repeats": 6, "rounds": 3}
