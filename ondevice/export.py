@@ -77,9 +77,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-_PROTOBUF_LIMIT_BYTES = 2**31 - 2**24  # 2 GiB, less headroom for the graph itself
-
-
 def external_data_path(path: str | os.PathLike) -> Path:
     """Where `export_onnx` keeps a graph's weights when they are stored outside it."""
     path = Path(path)
@@ -87,19 +84,18 @@ def external_data_path(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic_onnx_path(path: Path, external_data: bool) -> Iterator[Path]:
-    if not external_data:
-        with atomic_path(path) as tmp:
-            yield tmp
-        external_data_path(path).unlink(missing_ok=True)  # a stale one from an earlier export
-        return
-    # The graph names its data file, so both are written under their final names in a private folder,
-    # then moved: the data first, so the graph never points at a missing or older file.
+def _atomic_onnx_path(path: Path) -> Iterator[Path]:
+    # The graph names its external data file (if the exporter writes one), so both are written under their
+    # final names in a private folder, then moved: the data first, so the graph never points at a missing
+    # or older file.
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent) as folder:
         staged = Path(folder) / path.name
         yield staged
-        os.replace(external_data_path(staged), external_data_path(path))
+        if external_data_path(staged).is_file():
+            os.replace(external_data_path(staged), external_data_path(path))
+        else:
+            external_data_path(path).unlink(missing_ok=True)  # a stale one from an earlier export
         os.replace(staged, path)
 
 
@@ -118,10 +114,10 @@ def export_onnx(
     """Export `model` (in eval mode) to ONNX with torch's exporter; axis 0 of every input is dynamic.
 
     `dynamic_axes` adds more symbolic axes, one `{axis: torch.export.Dim}` per input (a Dim shared by
-    several inputs ties their sizes), e.g. a sequence length or a KV-cache length. `external_data` stores
-    the weights beside the graph in `<name>.onnx.data`: needed past protobuf's 2 GB limit, which is where
-    the default (None) turns it on. The files appear only when complete (written under temporary names,
-    then renamed).
+    several inputs ties their sizes), e.g. a sequence length or a KV-cache length. `external_data=True` stores
+    the weights beside the graph in `<name>.onnx.data`; the default (None) leaves it to the exporter, which
+    does so past its size threshold (protobuf cannot hold 2 GB). The files appear only when complete
+    (written under temporary names, then renamed).
     """
     path = Path(path)
     inputs = as_input_tuple(example_inputs)
@@ -140,10 +136,8 @@ def export_onnx(
         per_input = [({0: batch} if dynamic_batch else {}) | dict(axes) for axes in extra]
         # Keyed by parameter name, so a forward(*tensors) signature gets its shapes grouped as torch.export expects.
         dynamic_shapes = dict(inspect.signature(model.forward).bind(*per_input).arguments)
-    if external_data is None:
-        external_data = sum(p.numel() * p.element_size() for p in model.parameters()) >= _PROTOBUF_LIMIT_BYTES
     try:
-        with _atomic_onnx_path(path, external_data) as tmp, _quiet_exporter(), _eval_mode(model), torch.no_grad():
+        with _atomic_onnx_path(path) as tmp, _quiet_exporter(), _eval_mode(model), torch.no_grad():
             program = torch.onnx.export(
                 model,
                 inputs,

@@ -97,3 +97,29 @@ def test_failed_export_names_the_model_and_leaves_no_file(tmp_path):
 def test_quantise_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.onnx"):
         quantize_dynamic_int8(tmp_path / "nope.onnx", tmp_path / "out.onnx")
+
+
+def test_external_data_export_keeps_the_weights_beside_the_graph(tmp_path):
+    model, example = small_cnn(length=128)
+    path = export_onnx(model, example, tmp_path / "cnn.onnx", external_data=True)
+    data = tmp_path / "cnn.onnx.data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx", "cnn.onnx.data"]  # no partial files left
+    assert data.stat().st_size > 0.9 * 4 * sum(p.numel() for p in model.parameters())  # small ones stay inline
+    assert path.stat().st_size < data.stat().st_size
+    assert verify_onnx(model, path, example).max_abs_error <= 1e-4
+    # Exporting again in the graph-only form removes the stale weights file.
+    export_onnx(model, example, path, external_data=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cnn.onnx"]
+
+
+def test_extra_symbolic_axes_follow_a_variadic_forward(tmp_path):
+    class SumAll(nn.Module):
+        def forward(self, first, *rest):
+            return first + sum(r.sum(dim=1, keepdim=True) for r in rest)
+
+    inputs = (torch.randn(2, 1), torch.randn(2, 5), torch.randn(2, 5))
+    length = torch.export.Dim("length", min=2, max=64)
+    path = export_onnx(SumAll(), inputs, tmp_path / "sum.onnx", dynamic_axes=[{}, {1: length}, {1: length}])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    a, b, c = np.ones((3, 1), np.float32), np.ones((3, 9), np.float32), np.ones((3, 9), np.float32)
+    np.testing.assert_allclose(session.run(None, {"x0": a, "x1": b, "x2": c})[0], np.full((3, 1), 19.0))
