@@ -7,8 +7,10 @@ process of its own so thread pools never share one; candidates interleaved round
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
+import re
 import sys
 import tempfile
 import time
@@ -326,6 +328,7 @@ def profile(
 
     owned = tempfile.TemporaryDirectory(prefix="ondevice-profile-") if workdir is None else None
     work = Path(owned.name if owned else workdir)
+    work.mkdir(parents=True, exist_ok=True)
     runners: dict[tuple[str, str, int], Any] = {}
     try:
         onnx_files = _prepare_onnx(candidates, backends, work)
@@ -375,7 +378,7 @@ def _prepare_onnx(candidates: list[_Candidate], backends: Sequence[str], work: P
         if fp32 is None:
             inputs = c.inputs
             try:
-                fp32 = export_onnx(c.model, inputs, work / f"{c.name}.onnx")
+                fp32 = export_onnx(c.model, inputs, work / f"{_file_stem(c.name)}.onnx")
             except Exception as exc:
                 traced = max(2, inputs[0].shape[0])
                 raise ProfileError(
@@ -383,8 +386,14 @@ def _prepare_onnx(candidates: list[_Candidate], backends: Sequence[str], work: P
                 ) from exc
         files[(c.name, "onnxruntime")] = fp32
         if "onnxruntime-int8" in backends:
-            files[(c.name, "onnxruntime-int8")] = quantize_dynamic_int8(fp32, work / f"{c.name}.int8.onnx")
+            files[(c.name, "onnxruntime-int8")] = quantize_dynamic_int8(fp32, work / f"{_file_stem(c.name)}.int8.onnx")
     return files
+
+
+def _file_stem(name: str) -> str:
+    """A file name for a candidate or input name ("model/decode@256" holds a slash), unique per name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    return safe if safe == name else f"{safe}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _input_arrays(c: _Candidate, session_inputs: Sequence[str]) -> dict[str, np.ndarray]:
@@ -415,7 +424,7 @@ def _make_runner(
         return InProcess(OrtRunner(path, arrays, threads, graph_optimization_level))
     files = {}
     for name, array in arrays.items():
-        files[name] = str(work / f"{c.name}.{name}.npy")
+        files[name] = str(work / f"{_file_stem(c.name)}.{_file_stem(name)}.npy")
         np.save(files[name], array, allow_pickle=False)
     load = {"onnx": str(path), "inputs": files, "threads": threads}
     return WorkerClient(_ort_worker_command(), {**load, "graph_optimization_level": graph_optimization_level})

@@ -1,0 +1,93 @@
+"""The `slm` command: the device path of the search end to end, profile and export."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+import yaml
+
+from slm.arch import ArchConfig
+from slm.cli import main
+from slm.device_search import STATE_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_SPACE = [
+    "--vocab-size", "256", "--context-length", "512", "--hidden-sizes", "64,96,128", "--num-layers", "1,2,3,4",
+    "--head-dims", "32", "--prompt-length", "16", "--past-length", "32",
+]  # fmt: skip
+QUICK_TIMING = ["--threads", "1", "--warmup", "1", "--repeats", "2", "--rounds", "1"]
+
+
+def run_device_without_torch(bundle: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m ondevice.device` where `import torch` fails, as on a board with numpy and onnxruntime only."""
+    shadow = tmp_path / "shadow" / "torch"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('torch is not on this board')\n")
+    code = (
+        "import sys, runpy; sys.modules['torch'] = None; sys.argv = ['ondevice.device', *sys.argv[1:]]; "
+        "runpy.run_module('ondevice.device', run_name='__main__')"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    args = [str(bundle), "--threads", "1", "--repeats", "5", "--rounds", "2", "--in-process", "--out", str(out)]
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_device_search_bundles_five_shapes_and_picks_the_fastest_from_the_board(tmp_path):
+    bundle, out = tmp_path / "bundle", tmp_path / "search"
+    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--calibration", "8", "--top-k", "5"]
+    argv += ["--population", "8", "--generations", "2", "--device-bundle", str(bundle), "--out", str(out)]
+    assert main(argv + QUICK_TIMING) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    state = json.loads((bundle / STATE_NAME).read_text())
+    assert len(state["configs"]) == 5
+    assert len(manifest["models"]) == 10  # a prefill and a decode graph per shape
+    assert (out / "predictor.json").is_file()
+
+    results = tmp_path / "results.json"
+    proc = run_device_without_torch(bundle, results, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    measured = json.loads(results.read_text())
+    assert "torch" not in measured["environment"]
+
+    assert main(["search", "--ingest", str(results), "--bundle", str(bundle), "--out", str(out)]) == 0
+    # The fastest by the board's own numbers: decode and prefill, each over its median across the shapes.
+    by_alias = {m["model"]: m["median_ms"] for m in measured["measurements"]}
+    timings = {}
+    for alias, candidate in state["aliases"].items():
+        name, kind = candidate.split("/")
+        timings.setdefault(name, {})[kind.split("@")[0]] = by_alias[alias]
+    medians = {k: statistics.median(t[k] for t in timings.values()) for k in ("decode", "prefill")}
+    score = {n: t["decode"] / medians["decode"] + t["prefill"] / medians["prefill"] for n, t in timings.items()}
+    fastest = min(score, key=score.get)
+    front = json.loads((out / "front.json").read_text())
+    assert front["chosen"] == fastest
+    chosen = yaml.safe_load((out / "chosen.yaml").read_text())
+    assert ArchConfig.from_dict(chosen["model"]["init_args"]["arch"]) == ArchConfig.from_dict(state["configs"][fastest])
+    assert chosen["data"]["init_args"]["vocab_size"] == 256
+    assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_profile_and_export_commands(tmp_path, capsys):
+    assert main(["profile", "--preset", "tiny", "--prompt-length", "16", "--past-lengths", "32,64",
+                 "--out", str(tmp_path), *QUICK_TIMING]) == 0  # fmt: skip
+    table = json.loads((tmp_path / "latency.json").read_text())
+    kinds = sorted((r["kind"], r["length"]) for r in table["records"])
+    assert kinds == [("decode", 32), ("decode", 64), ("prefill", 16)]
+    assert "tiny" in capsys.readouterr().out
+    assert main(["export", "--preset", "tiny", "--out", str(tmp_path / "onnx")]) == 0
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "tiny.decode.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()][:3] == ["token", "past_key_0", "past_value_0"]
+
+
+def test_search_needs_a_budget_and_names_unreachable_ones(tmp_path):
+    with pytest.raises(SystemExit, match="--budget"):
+        main(["search", *TINY_SPACE])
+    with pytest.raises(ValueError, match="budget"):
+        main(["search", "--budget", "900M:1000M", *TINY_SPACE, "--out", str(tmp_path), *QUICK_TIMING])

@@ -1,0 +1,317 @@
+"""slm.latency: candidate names, exact features, NNLS law recovery, evaluation maths, a real tiny measurement."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ondevice.report import LatencyReport, Measurement
+from slm.arch import ArchConfig
+from slm.latency import (
+    FEATURES,
+    LatencyLaw,
+    LatencyPredictor,
+    LatencyRecord,
+    LatencyTable,
+    candidate_name,
+    evaluate,
+    features,
+    measure,
+    memory_bytes,
+    parse_candidate,
+    plot_predictions,
+)
+
+TINY = ArchConfig.from_name("tiny")  # vocab 512, context 256, 2 × 64, heads 4/2 × 16, FFN 128
+
+
+def shapes() -> dict[str, ArchConfig]:
+    """Twelve distinct small shapes (widths, depths, FFN and GQA vary) for fitting laws by hand."""
+    out = {}
+    for i, (hidden, layers, ffn, kv) in enumerate(
+        [
+            (32, 1, 64, 2),
+            (32, 3, 128, 4),
+            (64, 1, 256, 1),
+            (64, 2, 128, 2),
+            (64, 4, 192, 4),
+            (96, 2, 384, 2),
+            (96, 3, 192, 1),
+            (128, 1, 512, 4),
+            (128, 2, 256, 2),
+            (128, 5, 384, 1),
+            (160, 2, 320, 2),
+            (160, 4, 640, 4),
+        ]
+    ):
+        out[f"s{i}"] = TINY.replace(hidden_size=hidden, num_layers=layers, ffn_size=ffn, num_kv_heads=kv, head_dim=None)
+    return out
+
+
+def table_from_law(configs, law, lengths=(("prefill", 16), ("prefill", 32), ("decode", 64), ("decode", 128))):
+    records = []
+    for name, config in configs.items():
+        for kind, length in lengths:
+            ms = law(features(config, kind, length))
+            records.append(LatencyRecord(name, kind, length, "onnxruntime", 2, ms, 0.9 * ms, 1.1 * ms, 10**8))
+    return LatencyTable(records, dict(configs), {"cpu_model": "test"}, {"threads": 2})
+
+
+# ---------------------------------------------------------------------------------------------- names
+
+
+def test_candidate_names_round_trip():
+    assert candidate_name("tiny", "prefill", 64) == "tiny/prefill@64"
+    assert candidate_name("smollm-135m", "decode", 256) == "smollm-135m/decode@256"
+    for name, kind, length in [("tiny", "prefill", 64), ("r03-4x128_v1.2", "decode", 1)]:
+        assert parse_candidate(candidate_name(name, kind, length)) == (name, kind, length)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tiny",
+        "tiny/decode",
+        "tiny/train@5",
+        "tiny/decode@0",
+        "tiny/decode@064",
+        "a/b/decode@3",
+        "tiny/decode@x",
+        "/decode@4",
+        "",
+    ],
+)
+def test_malformed_candidate_names_raise(text):
+    with pytest.raises(ValueError, match="CONFIG/KIND@LENGTH"):
+        parse_candidate(text)
+
+
+def test_candidate_name_rejects_bad_parts():
+    with pytest.raises(ValueError, match="config name 'a/b'"):
+        candidate_name("a/b", "decode", 4)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        candidate_name("tiny", "train", 4)
+    with pytest.raises(ValueError, match="positive integer"):
+        candidate_name("tiny", "decode", 0)
+
+
+# ------------------------------------------------------------------------------------------- features
+
+
+def test_decode_features_are_the_exact_counts_and_grow_with_the_cache():
+    f = features(TINY, "decode", 100)
+    assert f["macs"] == TINY.decode_macs(100)
+    assert f["kv_bytes"] == TINY.kv_cache_bytes(100) == 2 * 2 * (2 * 16) * 100 * 4
+    assert f["weight_bytes"] == 4 * TINY.num_params_compute
+    assert f["lm_head_macs"] == 512 * 64
+    assert f["attention_macs"] == 2 * 2 * 1 * 101 * 64  # layers × (scores + values) × 1 query × 101 keys × q width
+    assert f["activation_bytes"] == 4 * 1 * 2 * (64 + 128)
+    assert f["num_layers"] == 2
+    # What is not attention or the head is the projections and FFN of one token in every layer.
+    assert f["macs"] - f["attention_macs"] - f["lm_head_macs"] == 2 * (TINY.attention_params + TINY.ffn_params)
+    g = features(TINY, "decode", 200)
+    assert g["macs"] > f["macs"] and g["kv_bytes"] == 2 * f["kv_bytes"] and g["attention_macs"] > f["attention_macs"]
+    assert g["weight_bytes"] == f["weight_bytes"]
+    assert set(f) == set(FEATURES)
+
+
+def test_prefill_features_count_every_prompt_token():
+    f = features(TINY, "prefill", 32)
+    assert f["macs"] == TINY.prefill_macs(32)
+    assert f["kv_bytes"] == TINY.kv_cache_bytes(32)
+    assert f["attention_macs"] == 2 * 2 * 32 * 32 * 64
+    assert f["activation_bytes"] == 4 * 32 * 2 * (64 + 128)
+    assert f["macs"] - f["attention_macs"] - f["lm_head_macs"] == 32 * 2 * (TINY.attention_params + TINY.ffn_params)
+
+
+def test_features_and_memory_reject_bad_calls():
+    with pytest.raises(ValueError, match="kind must be one of"):
+        features(TINY, "train", 8)
+    with pytest.raises(ValueError, match="context_length"):
+        features(TINY, "decode", 256)  # 256 cached + 1 new token exceeds the 256-token context
+    with pytest.raises(ValueError, match="past context 256"):
+        memory_bytes(TINY, "decode", 256)
+
+
+def test_memory_is_weights_cache_and_logits():
+    weights = 4 * TINY.num_params  # tied: the embedding doubles as the head, stored once
+    assert memory_bytes(TINY, "decode", 100) == weights + TINY.kv_cache_bytes(101) + 4 * 512
+    assert memory_bytes(TINY, "prefill", 64) == weights + TINY.kv_cache_bytes(64) + 4 * 512
+
+
+# ------------------------------------------------------------------------------------------ predictor
+
+
+def test_predictor_recovers_a_known_linear_law():
+    a, b, c = 2e-6, 3e-7, 0.05  # ms per MAC, ms per weight byte, ms per call
+    table = table_from_law(shapes(), lambda f: a * f["macs"] + b * f["weight_bytes"] + c)
+    exact = LatencyPredictor.fit(table, features=("macs", "weight_bytes"))
+    for kind in ("prefill", "decode"):
+        assert exact.coefficients(kind) == pytest.approx({"macs": a, "weight_bytes": b, "intercept": c}, rel=1e-6)
+    full = LatencyPredictor.fit(table)
+    unseen = TINY.replace(hidden_size=192, num_layers=3, ffn_size=448, num_heads=4, num_kv_heads=2, head_dim=None)
+    for predictor in (exact, full):
+        for kind, law in predictor.laws.items():
+            assert law.rel_rmse < 1e-6 and law.threads == 2
+            assert all(v >= 0 for v in predictor.coefficients(kind[0]).values())
+        for r in table.records:
+            assert predictor.predict(table.configs[r.config], r.kind, r.length) == pytest.approx(r.median_ms, rel=1e-6)
+        f = features(unseen, "decode", 200)
+        assert predictor.predict(unseen, "decode", 200) == pytest.approx(a * f["macs"] + b * f["weight_bytes"] + c)
+    text = full.describe()
+    assert "decode on onnxruntime (2 threads): fitted on 12 configs at lengths 64, 128" in text
+    assert "ms per GMAC" in text and "intercept" in text
+
+
+def test_predictor_round_trips_through_json(tmp_path):
+    table = table_from_law(shapes(), lambda f: 1e-6 * f["macs"] + 1e-4 * f["num_layers"] + 0.02)
+    predictor = LatencyPredictor.fit(table)
+    loaded = LatencyPredictor.load_json(predictor.save_json(tmp_path / "predictor.json"))
+    assert loaded.laws == predictor.laws and loaded.features == predictor.features
+    assert loaded.predict(TINY, "prefill", 48) == predictor.predict(TINY, "prefill", 48)
+    (tmp_path / "bad.json").write_text(json.dumps({**predictor.to_dict(), "format": "other"}))
+    with pytest.raises(ValueError, match=r"bad\.json: field 'format'"):
+        LatencyPredictor.load_json(tmp_path / "bad.json")
+
+
+def test_fitting_too_few_rows_or_predicting_an_unfitted_law_errors():
+    few = dict(list(shapes().items())[:3])
+    table = table_from_law(few, lambda f: 1e-6 * f["macs"], lengths=(("decode", 64), ("decode", 128)))
+    with pytest.raises(ValueError, match=r"decode on onnxruntime: 6 measured rows cannot fit 8 coefficients"):
+        LatencyPredictor.fit(table)
+    with pytest.raises(ValueError, match="choose distinct names"):
+        LatencyPredictor.fit(table, features=("macs", "flops"))
+    predictor = LatencyPredictor.fit(table, features=("macs",))
+    assert predictor.predict(TINY, "decode", 64) == pytest.approx(1e-6 * TINY.decode_macs(64), rel=1e-6)
+    with pytest.raises(KeyError, match="no latency law fitted for 'prefill' on 'onnxruntime'"):
+        predictor.predict(TINY, "prefill", 64)
+    with pytest.raises(KeyError, match="'decode' on 'torch'"):
+        predictor.predict(TINY, "decode", 64, backend="torch")
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+def handmade_evaluation():
+    """Five depths of one shape; a law of 1 ms per layer predicts 1..5 ms; the measurements are set so the
+    relative errors are exactly 0, +5 %, −15 %, +20 %, −5 %, and depths 3 and 4 swap rank."""
+    configs = {f"d{layers}": TINY.replace(num_layers=layers) for layers in range(1, 6)}
+    errors = [0.0, 0.05, -0.15, 0.20, -0.05]
+    records = [
+        LatencyRecord(f"d{layers}", "decode", 64, "onnxruntime", 1, layers / (1 + e), 0.0, 0.0)
+        for layers, e in zip(range(1, 6), errors, strict=True)
+    ]
+    coefficients = {f: 0.0 for f in FEATURES} | {"num_layers": 1.0}
+    law = LatencyLaw("decode", "onnxruntime", 1, coefficients, 0.0, ("d1",), (64,), 0.0, {})
+    return evaluate(LatencyPredictor({("decode", "onnxruntime"): law}), LatencyTable(records, configs)), errors
+
+
+def test_evaluate_counts_within_10pct_mape_and_spearman():
+    result, errors = handmade_evaluation()
+    group = result["groups"]["decode@64"]
+    assert group["n"] == 5
+    assert group["within_10pct"] == pytest.approx(3 / 5)
+    assert group["mape"] == pytest.approx(0.09)
+    assert group["spearman"] == pytest.approx(1 - 6 * 2 / (5 * (25 - 1)))  # one adjacent swap: 0.9
+    assert [row["error"] for row in result["rows"]] == pytest.approx(errors)
+    assert [row["predicted_ms"] for row in result["rows"]] == pytest.approx([1, 2, 3, 4, 5])
+    assert [row["held_out"] for row in result["rows"]] == [False, True, True, True, True]
+
+
+def test_plot_is_a_png(tmp_path):
+    result, _ = handmade_evaluation()
+    path = plot_predictions(result, tmp_path / "plots" / "predictions.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["predictions.png"]  # no temporary file left beside it
+
+
+# ------------------------------------------------------------------------------------- table from a report
+
+
+def test_from_report_rejects_unknown_configs_and_batches():
+    def m(model, batch_size=1):
+        return Measurement(model, "onnxruntime", batch_size, 1, 5, 1.0, 0.9, 1.1, 0.1, 1000.0)
+
+    configs = {"tiny": TINY}
+    table = LatencyTable.from_report(LatencyReport([m("tiny/decode@8"), m("tiny/prefill@4")]), configs)
+    assert table.get("tiny", "decode", 8) == 1.0 and table.lengths("prefill") == [4]
+    with pytest.raises(ValueError, match=r"configs not given: \['big/decode@8', 'huge/prefill@4'\]"):
+        LatencyTable.from_report(LatencyReport([m("tiny/decode@8"), m("big/decode@8"), m("huge/prefill@4")]), configs)
+    with pytest.raises(ValueError, match="batch size 4; expected 1"):
+        LatencyTable.from_report(LatencyReport([m("tiny/decode@8", batch_size=4)]), configs)
+    with pytest.raises(ValueError, match="CONFIG/KIND@LENGTH"):
+        LatencyTable.from_report(LatencyReport([m("tiny-decode-8")]), configs)
+    with pytest.raises(KeyError, match="0 records match tiny/decode@9"):
+        table.get("tiny", "decode", 9)
+
+
+def test_table_json_rejects_bad_records(tmp_path):
+    table = table_from_law(dict(list(shapes().items())[:2]), lambda f: 1e-6 * f["macs"])
+    data = table.to_dict()
+    data["records"][1]["median_ms"] = -1.0
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"t\.json: LatencyTable record 1 .*median_ms must be a positive number"):
+        LatencyTable.load_json(tmp_path / "t.json")
+    data["records"][1] = {"config": "s0", "kind": "decode"}
+    (tmp_path / "t.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"t\.json: records\[1\] must be a mapping with the fields"):
+        LatencyTable.load_json(tmp_path / "t.json")
+
+
+# ------------------------------------------------------------------------------------ a real measurement
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    configs = {"l1": TINY.replace(num_layers=1), "l4": TINY.replace(num_layers=4)}
+    work = tmp_path_factory.mktemp("latency")
+    table = measure(
+        configs,
+        prompt_length=32,
+        past_lengths=(64, 128),
+        backends=("onnxruntime", "torch"),
+        threads=1,
+        warmup=2,
+        repeats=5,
+        rounds=2,
+        workdir=work,
+        progress=False,
+    )
+    return table, work
+
+
+def test_measure_times_every_call_on_every_backend(measured):
+    table, work = measured
+    assert sorted(p.name for p in (work / "onnx").iterdir()) == [
+        "l1.decode.onnx",
+        "l1.prefill.onnx",
+        "l4.decode.onnx",
+        "l4.prefill.onnx",
+    ]
+    assert len(table.records) == 2 * 3 * 2  # configs × (prefill@32, decode@64, decode@128) × backends
+    for name in ("l1", "l4"):
+        for backend in ("onnxruntime", "torch"):
+            for kind, length in (("prefill", 32), ("decode", 64), ("decode", 128)):
+                r = table.record(name, kind, length, backend)
+                assert r.median_ms > 0 and r.p10_ms <= r.median_ms <= r.p90_ms and r.threads == 1
+    assert table.settings["past_lengths"] == [64, 128] and table.settings["backends"] == ["onnxruntime", "torch"]
+
+
+def test_four_times_the_layers_costs_more_per_decode_step(measured):
+    table, _ = measured
+    for length in (64, 128):
+        assert table.get("l4", "decode", length) > 1.5 * table.get("l1", "decode", length)
+
+
+def test_measured_table_round_trips_and_renders(measured, tmp_path):
+    table, _ = measured
+    loaded = LatencyTable.load_json(table.save_json(tmp_path / "table.json"))
+    assert loaded.records == table.records and loaded.configs == table.configs
+    assert loaded.to_dict() == json.loads(json.dumps(table.to_dict()))
+    text = loaded.to_markdown()
+    assert "| config | backend | params compute M | prefill@32 ms | decode@64 ms | decode@128 ms |" in text
+    assert f"| l4 | onnxruntime | {ArchConfig.from_name('tiny', num_layers=4).num_params_compute / 1e6:.2f} |" in text
+    predictor = LatencyPredictor.fit(table, features=("macs",))
+    result = evaluate(predictor, table)
+    assert result["groups"]["decode@128"]["n"] == 2
+    assert np.isfinite([row["predicted_ms"] for row in result["rows"]]).all()
