@@ -195,22 +195,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=4)
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=15)
-    parser.add_argument("--skip-inversion", action="store_true")
+    parser.add_argument("--stages", default="predictor,search,inversion", help="which figures, comma list")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     space = SearchSpace(
         hidden_sizes=tuple(range(256, 1025, 64)), num_layers=tuple(range(2, 41)), vocab_size=VOCAB, context_length=2048
     )
-    acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work))
-    print(json.dumps(acc["evaluation"]["groups"], indent=1))
-    predictor = LatencyPredictor.load_json(args.out / "predictor.json")
-    comparison = stage(args.out, "search", lambda: search_and_compare(args, space, predictor, args.work))
-    print(
-        json.dumps(
-            {k: comparison[k] for k in ("chosen_summary", "search_timings_s", "ratios_reference_over_chosen")}, indent=1
-        )
-    )
-    if not args.skip_inversion:
+    stages = set(args.stages.split(","))
+    if "predictor" in stages:
+        acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work))
+        print(json.dumps(acc["evaluation"]["groups"], indent=1))
+    if "search" in stages:
+        predictor = LatencyPredictor.load_json(args.out / "predictor.json")
+        comparison = stage(args.out, "search", lambda: search_and_compare(args, space, predictor, args.work))
+        keys = ("chosen_summary", "search_timings_s", "ratios_reference_over_chosen")
+        print(json.dumps({k: comparison[k] for k in keys}, indent=1))
+    if "inversion" in stages:
         inv = stage(args.out, "inversion", lambda: inversion(args))
         print(json.dumps({k: v for k, v in inv.items() if k != "table"}, indent=1))
     return 0
