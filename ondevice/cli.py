@@ -10,7 +10,8 @@ from pathlib import Path
 FACTORY_HELP = "'package.module:factory' (returns (model, example_inputs)); 'name=package.module:factory' names it"
 
 
-def _ints(text: str) -> list[int]:
+def positive_ints(text: str) -> list[int]:
+    """argparse type: positive integers separated by commas (`1,2,4`)."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -33,7 +34,7 @@ def _named_specs(specs: Sequence[str]) -> dict[str, str]:
 
 
 def _add_timing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-sizes", type=_ints, default=[1], help="e.g. 1,32,256 (default 1)")
+    parser.add_argument("--batch-sizes", type=positive_ints, default=[1], help="e.g. 1,32,256 (default 1)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls per runner and batch size")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per runner and batch size")
     parser.add_argument("--rounds", type=int, default=10, help="interleaving rounds the timed calls are split into")
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("profile", help="measure latency on this machine (torch and ONNX Runtime)")
     p.add_argument("models", nargs="+", help=FACTORY_HELP + "; several are interleaved A B A B")
     p.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8")
-    p.add_argument("--threads", type=_ints, default=[1], help="threads for both runtimes, e.g. 1 or 1,2")
+    p.add_argument("--threads", type=positive_ints, default=[1], help="threads for both runtimes, e.g. 1 or 1,2")
     p.add_argument("--graph-optimization", default="all", choices=["disabled", "basic", "extended", "all"])
     p.add_argument("--no-isolate", action="store_true", help="measure every backend in this one process")
     p.add_argument("--out", default="latency_report", help="folder for latency.json/.md/.png")

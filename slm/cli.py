@@ -15,17 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ondevice.cli import positive_ints
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _floats(text: str) -> list[float]:
@@ -212,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--preset", action="append", help="a preset name (repeatable)")
     profile.add_argument("--config", action="append", help="an ArchConfig YAML or an slm fit config (repeatable)")
     profile.add_argument("--prompt-length", type=int, default=64)
-    profile.add_argument("--past-lengths", type=_ints, default=[256], help="decode past lengths, e.g. 256,1024")
+    profile.add_argument("--past-lengths", type=positive_ints, default=[256], help="decode past lengths, e.g. 256,1024")
     profile.add_argument("--backends", default="onnxruntime", help="onnxruntime, onnxruntime-int8, torch (comma list)")
     profile.add_argument("--out", help="folder for latency.json")
     _timing(profile)
@@ -237,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--vocab-size", type=int, default=32000, help="the tokenizer's vocabulary (fixed)")
     search.add_argument("--context-length", type=int, default=2048)
-    search.add_argument("--hidden-sizes", type=_ints, help="comma list (default 256..1536 by 64)")
-    search.add_argument("--num-layers", type=_ints, help="comma list (default 4..40)")
-    search.add_argument("--head-dims", type=_ints, help="comma list (default 64,128)")
+    search.add_argument("--hidden-sizes", type=positive_ints, help="comma list (default 256..1536 by 64)")
+    search.add_argument("--num-layers", type=positive_ints, help="comma list (default 4..40)")
+    search.add_argument("--head-dims", type=positive_ints, help="comma list (default 64,128)")
     search.add_argument("--ffn-ratios", type=_floats, help="comma list (default 2,2.5,3,3.5,4)")
     search.add_argument("--prompt-length", type=int, default=64)
     search.add_argument("--past-length", type=int, default=256)

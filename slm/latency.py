@@ -130,6 +130,13 @@ def features(config: ArchConfig, kind: str, length: int) -> dict[str, float]:
     }
 
 
+def _read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+
 def memory_bytes(config: ArchConfig, kind: str, length: int) -> int:
     """Analytic peak working set of one call: fp32 weights (all stored parameters) + KV cache + logits.
 
@@ -483,12 +490,7 @@ class LatencyTable:
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> LatencyTable:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(_read_json(path), where=str(path))
 
     # --------------------------------------------------------------------------------------------- views
 
@@ -699,12 +701,7 @@ class LatencyPredictor:
 
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> LatencyPredictor:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-        return cls.from_dict(data, where=str(path))
+        return cls.from_dict(_read_json(path), where=str(path))
 
 
 def _feature_rows(table: LatencyTable, rows: Iterable[LatencyRecord]) -> list[dict[str, float]]:
