@@ -465,7 +465,7 @@ def test_ism_with_14_classes_names_data_iq(tmp_path: Path) -> None:
     with pytest.raises(DatasetFormatError) as info:
         ISMInterference(_ism_folder(tmp_path, data, labels))
     assert info.value.path == str(tmp_path / "data_iq.p") and info.value.field == "data_iq"
-    assert "(15, 21, vectors, samples, 2)" in str(info.value) and "(14, 21, 2, 4, 2)" in str(info.value)
+    assert "axis 0 (class) has 14 entries, expected 15" in str(info.value) and "(14, 21, 2, 4, 2)" in str(info.value)
 
 
 @pytest.mark.parametrize(

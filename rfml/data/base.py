@@ -105,3 +105,39 @@ class InMemorySignalDataset(SignalDataset):
 
     def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x, torch.as_tensor(rows, dtype=torch.int64)
+
+
+class ClassSubset(SignalDataset):
+    """``dataset`` with its classes narrowed to ``keep`` and renumbered: class ``keep[i]`` becomes label ``i``.
+
+    Rows of the other classes keep their place but get label -1; callers leave them out of their splits (band
+    selection drops the classes that have no energy in the kept band this way). Frames are read from ``dataset``.
+    """
+
+    def __init__(self, dataset: SignalDataset, keep: Sequence[int]) -> None:
+        keep = [int(k) for k in keep]
+        if not keep or len(set(keep)) != len(keep) or min(keep) < 0 or max(keep) >= len(dataset.classes):
+            raise ValueError(f"keep must list distinct class indices in [0, {len(dataset.classes)}), got {keep}")
+        self.dataset = dataset
+        self.keep = keep
+        self.classes = [dataset.classes[k] for k in keep]
+        self.snrs = list(dataset.snrs)
+        self.read_block_rows = dataset.read_block_rows
+        self._table = torch.full((len(dataset.classes),), -1, dtype=torch.int64)
+        self._table[torch.tensor(keep)] = torch.arange(len(keep))
+        self.y = self._table[dataset.y]
+        self.snr = dataset.snr
+
+    @property
+    def length(self) -> int:
+        return self.dataset.length
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
+        batch = self.dataset.get_batch(indices)
+        return {**batch, "y": self._table[batch["y"]]}
+
+    def frames(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.dataset.frames(rows)
+
+    def __repr__(self) -> str:
+        return f"ClassSubset({self.dataset!r}, {len(self.classes)} of {len(self.dataset.classes)} classes)"

@@ -13,13 +13,9 @@ import torch
 
 from rfml.data.base import DatasetFormatError, InMemorySignalDataset
 from rfml.data.safe_pickle import load_array_pickle
+from rfml.dsp.ism import CLASSES_ISM, SNRS_ISM
 
-CLASSES_ISM: list[str] = (
-    [f"BT-{mhz}" for mhz in range(2422, 2432)]
-    + [f"WiFi-{mhz}" for mhz in (2422, 2427, 2432)]
-    + [f"Zigbee-{mhz}" for mhz in (2425, 2430)]
-)
-SNRS_ISM: list[int] = list(range(-20, 21, 2))
+AXES = ("class", "SNR", "vector", "sample", "I/Q")
 
 
 class ISMInterference(InMemorySignalDataset):
@@ -42,16 +38,26 @@ class ISMInterference(InMemorySignalDataset):
             raise DatasetFormatError(data_path, "data_iq", f"expected a numpy array, got {type(data).__name__}")
         if not np.issubdtype(data.dtype, np.floating):
             raise DatasetFormatError(data_path, "data_iq", f"expected a float array, got dtype {data.dtype}")
-        if data.ndim != 5 or data.shape[:2] != (classes, snrs) or data.shape[4] != 2 or 0 in data.shape:
-            raise DatasetFormatError(
-                data_path, "data_iq", f"expected shape ({classes}, {snrs}, vectors, samples, 2), got {data.shape}"
-            )
+        layout = f"({classes} classes, {snrs} SNRs, vectors, samples, 2 for I/Q)"
+        if data.ndim != 5:
+            raise DatasetFormatError(data_path, "data_iq", f"expected 5 axes {layout}, got shape {data.shape}")
+        for axis, (name, size) in enumerate(zip(AXES, (classes, snrs, None, None, 2), strict=True)):
+            if (size is not None and data.shape[axis] != size) or data.shape[axis] == 0:
+                wanted = size if size is not None else "at least 1"
+                raise DatasetFormatError(
+                    data_path,
+                    "data_iq",
+                    f"axis {axis} ({name}) has {data.shape[axis]} entries, expected {wanted}; "
+                    f"shape {data.shape}, expected {layout}",
+                )
         if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer):
             kind = labels.dtype if isinstance(labels, np.ndarray) else type(labels).__name__
             raise DatasetFormatError(labels_path, "labels", f"expected an integer array, got {kind}")
         if labels.shape != data.shape[:3]:
+            wrong = next((a for a in range(min(labels.ndim, 3)) if labels.shape[a] != data.shape[a]), labels.ndim)
+            where = f"axis {wrong} ({AXES[wrong]}) differs; " if wrong < 3 else "it needs 3 axes; "
             raise DatasetFormatError(
-                labels_path, "labels", f"expected shape {data.shape[:3]} to match data_iq, got {labels.shape}"
+                labels_path, "labels", f"{where}expected shape {data.shape[:3]} to match data_iq, got {labels.shape}"
             )
         if labels.min() < 0 or labels.max() >= classes:
             raise DatasetFormatError(

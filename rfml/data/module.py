@@ -8,13 +8,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from rfml.data.base import SignalDataset
+from rfml.data.base import ClassSubset, SignalDataset
 from rfml.data.ism import ISMInterference
 from rfml.data.radioml import RadioML2016, RadioML2018
 from rfml.data.sampling import BatchStream, BlockShuffleSampler, EpochLoader
+from rfml.data.selection import BandSelect, Pipeline, SampleSelect, visible_classes
 from rfml.data.splits import parse_snrs, parse_split, snr_mask, stratified_split
 from rfml.data.synthetic import PRESETS, SyntheticSignals, get_preset, write_dataset
 from rfml.data.views import View
+from rfml.dsp.ism import ISM_CLASSES
 
 SYNTHETIC_PREFIX = "synthetic:"
 
@@ -89,6 +91,12 @@ class SignalDataModule(pl.LightningDataModule):
         window_rows: rows read and shuffled together.
         fit_examples: at most this many training examples fit the ``standardize`` statistics.
         pin_memory: pin batches for faster host-to-GPU copies.
+        bands: band selection (ISM data, an FFT view): keep only the FFT bins whose centre lies in these
+            ``(low, high)`` MHz ranges, e.g. ``[[2422, 2424], [2429, 2431]]``; classes with no energy there are
+            dropped and the rest renumbered in order (``classes`` lists them).
+        selection: sample selection on the ``fft_amp_phase`` view: ``uniform``, ``random``, ``magnitude`` or
+            ``pca`` (``magnitude`` and ``pca`` are fitted on the training split only).
+        selection_rate: keep 1/``selection_rate`` of the frequency components (2, 4, 8, 16 …).
     """
 
     def __init__(
@@ -109,9 +117,23 @@ class SignalDataModule(pl.LightningDataModule):
         window_rows: int = 8192,
         fit_examples: int = 65536,
         pin_memory: bool = False,
+        bands: list[tuple[float, float]] | None = None,
+        selection: str | None = None,
+        selection_rate: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if bands is not None and view not in ("fft_iq", "fft_amp_phase"):
+            raise ValueError(f"bands select FFT bins, so view must be fft_iq or fft_amp_phase, got view={view!r}")
+        if selection is not None and view != "fft_amp_phase":
+            raise ValueError(
+                f"selection picks frequency components of the amplitude/phase spectrum, so view must be "
+                f"fft_amp_phase, got view={view!r}"
+            )
+        if selection is None and selection_rate != 1:
+            raise ValueError(
+                f"selection_rate={selection_rate} needs a selection method (uniform, random, magnitude, pca)"
+            )
         if dataset.startswith(SYNTHETIC_PREFIX):
             get_preset(dataset[len(SYNTHETIC_PREFIX) :])
         self.fractions = parse_split(split)
@@ -123,25 +145,78 @@ class SignalDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1 and num_workers >= 0, got {batch_size} and {num_workers}")
         self.data: SignalDataset | None = None
         self.rows: dict[str, torch.Tensor] = {}
+        self.band: BandSelect | None = None
+        self.selection: SampleSelect | None = None
+        self._steps_built = False
 
     # -- what models need to know before setup --------------------------------------------------
 
-    @property
-    def classes(self) -> list[str]:
+    def _all_classes(self) -> list[str]:
         name = self.hparams.dataset.removeprefix(SYNTHETIC_PREFIX)
         synthetic = name != self.hparams.dataset
         if name in PRESETS and (synthetic or self.hparams.class_order == "corrected"):
             return list(PRESETS[name].classes)
         return self._dataset().classes
 
+    def _kept_classes(self) -> list[int]:
+        """Indices (in the dataset's class list) of the classes that band selection keeps: all without bands."""
+        names = self._all_classes()
+        if self.hparams.bands is None:
+            return list(range(len(names)))
+        known = {c.name: c.range_mhz for c in ISM_CLASSES}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(
+                f"bands: band selection needs each class's frequency range, known for the ISM classes only; "
+                f"{self.hparams.dataset!r} has classes {unknown}"
+            )
+        kept = visible_classes(self.hparams.bands, [known[n] for n in names])
+        if len(kept) < 2:
+            raise ValueError(f"bands {self.hparams.bands} leave {len(kept)} class(es) with energy in them; need >= 2")
+        return kept
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, index = label; with ``bands``, only the classes with energy in the kept band."""
+        names = self._all_classes()
+        return [names[k] for k in self._kept_classes()]
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
     @property
-    def length(self) -> int:
+    def frame_length(self) -> int:
+        """Complex samples per frame as stored (before band or sample selection)."""
         name = self.hparams.dataset.removeprefix(SYNTHETIC_PREFIX)
         return PRESETS[name].length if name in PRESETS else self._dataset().length
+
+    @property
+    def length(self) -> int:
+        """Width of the model's input: the frame length, narrowed by band and sample selection."""
+        self._build_steps()
+        if self.selection is not None:
+            return self.selection.output_length
+        return self.band.output_length if self.band is not None else self.frame_length
+
+    def _build_steps(self) -> None:
+        if self._steps_built:
+            return
+        width = self.frame_length
+        if self.hparams.bands is not None:
+            self.band = BandSelect([tuple(b) for b in self.hparams.bands], length=width)
+            width = self.band.output_length
+        if self.hparams.selection is not None:
+            self.selection = SampleSelect(
+                self.hparams.selection, self.hparams.selection_rate, length=width, seed=self.hparams.seed
+            )
+        self._steps_built = True
+
+    @property
+    def transform(self) -> Pipeline:
+        """View, then band selection, then sample selection: what every batch goes through."""
+        self._build_steps()
+        return Pipeline(*(step for step in (self.view, self.band, self.selection) if step is not None))
 
     # -- LightningDataModule ----------------------------------------------------------------------
 
@@ -166,34 +241,45 @@ class SignalDataModule(pl.LightningDataModule):
                 self.hparams.data_seed,
                 self.hparams.class_order,
             )
+            if self.hparams.bands is not None:
+                self.data = ClassSubset(self.data, self._kept_classes())
         return self.data
 
     def setup(self, stage: str | None = None) -> None:
         if self.rows:
             return
         data = self._dataset()
-        kept = torch.nonzero(snr_mask(data.snr, self.keep_snrs)).flatten()
+        kept = torch.nonzero(snr_mask(data.snr, self.keep_snrs) & (data.y >= 0)).flatten()
         if kept.numel() == 0:
             raise ValueError(f"no examples have an SNR in {self.keep_snrs}; the dataset has {data.snrs}")
         parts = stratified_split(data.y[kept], data.snr[kept], self.fractions, seed=self.hparams.seed)
         self.rows = {name: kept[part] for name, part in zip(("train", "val", "test"), parts, strict=True)}
-        if self.view.norm == "standardize" and not self.view.fitted:
-            self._fit_view()
+        self._fit_steps()
 
-    def _fit_view(self) -> None:
+    def _fit_rows(self) -> torch.Tensor:
         train = self.rows["train"]
         if train.numel() > self.hparams.fit_examples:
             generator = torch.Generator().manual_seed(self.hparams.seed)
             train = train[torch.randperm(train.numel(), generator=generator)[: self.hparams.fit_examples]]
-        self.view.fit(self._stream(train, shuffle=False, transform=False))
+        return train
 
-    def _stream(self, rows: torch.Tensor, shuffle: bool, transform: bool = True) -> BatchStream:
+    def _fit_steps(self) -> None:
+        """Fit what needs statistics, on (at most ``fit_examples`` of) the training split only, each step on the
+        output of the steps before it: the standardising view, then a magnitude or PCA sample selection."""
+        self._build_steps()
+        if self.view.norm == "standardize" and not self.view.fitted:
+            self.view.fit(self._stream(self._fit_rows(), shuffle=False, transform=None))
+        if self.selection is not None and not self.selection.fitted:
+            before = Pipeline(*(step for step in (self.view, self.band) if step is not None))
+            self.selection.fit(self._stream(self._fit_rows(), shuffle=False, transform=before))
+
+    def _stream(self, rows: torch.Tensor, shuffle: bool, transform: Pipeline | None) -> BatchStream:
         data = self._dataset()
         block_rows = self.hparams.block_rows or data.read_block_rows
         sampler = BlockShuffleSampler(
             rows, block_rows, self.hparams.window_rows, shuffle=shuffle, seed=self.hparams.seed
         )
-        return BatchStream(data, sampler, self.hparams.batch_size, transform=self.view if transform else None)
+        return BatchStream(data, sampler, self.hparams.batch_size, transform=transform)
 
     def _loader(self, split: str, shuffle: bool) -> EpochLoader:
         if not self.rows:
@@ -202,7 +288,7 @@ class SignalDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             rows = shard_rows(rows, trainer.global_rank, trainer.world_size, equal=split == "train")
-        stream = self._stream(rows, shuffle)
+        stream = self._stream(rows, shuffle, self.transform)
         return EpochLoader(stream, num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
 
     def train_dataloader(self) -> EpochLoader:
@@ -218,14 +304,22 @@ class SignalDataModule(pl.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"view": self.view.state_dict()}
+        self._build_steps()
+        state = {"view": self.view.state_dict()}
+        if self.selection is not None:
+            state["selection"] = self.selection.state_dict()
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._build_steps()
         if "view" in state_dict:
             self.view.load_state_dict(state_dict["view"])
+        if self.selection is not None and "selection" in state_dict:
+            self.selection.load_state_dict(state_dict["selection"])
 
     def __repr__(self) -> str:
         return (
             f"SignalDataModule({self.hparams.dataset!r}, split={self.fractions}, snrs={self.keep_snrs}, "
-            f"view={self.view!r}, batch_size={self.hparams.batch_size})"
+            f"view={self.view!r}, bands={self.hparams.bands}, selection={self.selection!r}, "
+            f"batch_size={self.hparams.batch_size})"
         )

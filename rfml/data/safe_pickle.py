@@ -40,6 +40,9 @@ for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
     _ADMITTED[(_module, "scalar")] = _multiarray.scalar
 for _module in ("numpy.core.numeric", "numpy._core.numeric"):
     _ADMITTED[(_module, "_frombuffer")] = _numeric._frombuffer
+# Protocol-2 pickles written by Python 3 store an empty bytes object (an array with no elements) as a call to bytes().
+for _module in ("__builtin__", "builtins"):
+    _ADMITTED[(_module, "bytes")] = bytes
 
 
 class _ArrayUnpickler(pickle.Unpickler):

@@ -1,7 +1,8 @@
-"""Synthetic datasets: on-the-fly over :class:`rfml.dsp.Synthesizer`, and writers to the real file layouts.
+"""Synthetic datasets: on-the-fly over the synthesizers of :mod:`rfml.dsp`, and writers to the real file layouts.
 
-``write_dataset`` writes the exact RadioML layouts (2016: pickled dict; 2018: HDF5 X/Y/Z, rows
-class-major), so generated files and real files go through the same loaders. Row ``r`` of a
+``write_dataset`` writes the exact published layouts (RadioML 2016: pickled dict; RadioML 2018: HDF5 X/Y/Z,
+rows class-major; Schmidt's ISM set: a folder with ``data_iq.p`` and ``labels.p``), so generated files and
+real files go through the same loaders. Row ``r`` of a
 written file (in the loader's order) holds synthesizer example :func:`source_indices` ``(r)``.
 """
 
@@ -22,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from rfml.data.base import Batch, SignalDataset
+from rfml.dsp.ism import CLASSES_ISM, ISMSynthesizer
 from rfml.dsp.synthesizer import CLASS_SETS, Synthesizer
 
 RowsT = TypeVar("RowsT", torch.Tensor, np.ndarray)
@@ -36,14 +38,16 @@ class DatasetPreset:
     snrs: tuple[int, ...]
     channel: str
     per_key: int
-    layout: str  # "pickle" (RadioML 2016 dict) or "hdf5" (RadioML 2018 X/Y/Z)
-    file_name: str
+    layout: str  # "pickle" (RadioML 2016 dict), "hdf5" (RadioML 2018 X/Y/Z) or "ism" (Schmidt's folder)
+    file_name: str  # a file, or for "ism" the folder that holds data_iq.p and labels.p
     classes: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "classes", list(CLASS_SETS[self.name]))
+        object.__setattr__(self, "classes", list(CLASSES_ISM if self.layout == "ism" else CLASS_SETS[self.name]))
 
-    def synthesizer(self, seed: int = 0, channel: str | None = None) -> Synthesizer:
+    def synthesizer(self, seed: int = 0, channel: str | None = None) -> Synthesizer | ISMSynthesizer:
+        if self.layout == "ism":
+            return ISMSynthesizer(snrs=self.snrs, seed=seed, channel=channel or self.channel, length=self.length)
         return Synthesizer(self.classes, self.length, channel=channel or self.channel, snrs=self.snrs, seed=seed)
 
 
@@ -55,6 +59,7 @@ PRESETS: dict[str, DatasetPreset] = {
         DatasetPreset(
             "rml2018.01a", 1024, tuple(range(-20, 32, 2)), "wireless", 4096, "hdf5", "GOLD_XYZ_OSC.0001_1024.hdf5"
         ),
+        DatasetPreset("ism2017", 128, tuple(range(-20, 21, 2)), "ism", 715, "ism", "ism2017"),
     )
 }
 
@@ -86,7 +91,8 @@ def source_indices(
 
 
 class SyntheticSignals(SignalDataset):
-    """A map-style dataset over :class:`rfml.dsp.Synthesizer`: example ``i`` is ``generate([i])``.
+    """A map-style dataset over :class:`rfml.dsp.Synthesizer` (or the given ``synthesizer``, e.g. an
+    :class:`rfml.dsp.ism.ISMSynthesizer`): example ``i`` is ``generate([i])``.
 
     ``size`` examples; any ``C * S`` consecutive indices hold every (class, SNR) pair once.
     ``get_batch`` generates the whole batch at once.
@@ -101,10 +107,11 @@ class SyntheticSignals(SignalDataset):
         channel: str = "rml2016",
         seed: int = 0,
         samples_per_symbol: int = 8,
+        synthesizer: Synthesizer | ISMSynthesizer | None = None,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"size must be a positive number of examples, got {size!r}")
-        self.synthesizer = Synthesizer(
+        self.synthesizer = synthesizer or Synthesizer(
             classes, length, samples_per_symbol=samples_per_symbol, channel=channel, snrs=snrs, seed=seed
         )
         if any(s != round(s) for s in self.synthesizer.snrs):
@@ -118,7 +125,7 @@ class SyntheticSignals(SignalDataset):
     def from_preset(cls, name: str, per_key: int | None = None, seed: int = 0) -> SyntheticSignals:
         preset = get_preset(name)
         size = len(preset.classes) * len(preset.snrs) * (per_key or preset.per_key)
-        return cls(preset.name, preset.length, size, preset.snrs, preset.channel, seed)
+        return cls(size=size, synthesizer=preset.synthesizer(seed))
 
     @property
     def length(self) -> int:
@@ -143,7 +150,7 @@ class _Job:
     threads: int
 
 
-_synthesizers: dict[_Job, Synthesizer] = {}  # one per process, rebuilt only when the job changes
+_synthesizers: dict[_Job, Synthesizer | ISMSynthesizer] = {}  # one per process, rebuilt only when the job changes
 
 
 def _init_worker(threads: int) -> None:
@@ -253,6 +260,32 @@ def _write_hdf5(path: str, preset: DatasetPreset, stream: RowChunks, rows: int, 
             bar.update(len(x))
 
 
+def _write_ism(folder: str, preset: DatasetPreset, stream: RowChunks, per_key: int, bar: tqdm) -> None:
+    """Schmidt's layout: ``data_iq.p`` float32 (classes, SNRs, per_key, L, 2) and ``labels.p`` int64 (classes,
+    SNRs, per_key), each a pickled numpy array, each written to a temporary name and renamed when complete."""
+    shape = (len(preset.classes), len(preset.snrs), per_key)
+    data = np.empty((*shape, preset.length, 2), dtype=np.float32)
+    labels = np.empty(shape, dtype=np.int64)
+    for start, x, y, _ in stream:
+        cls, snr, example = file_keys(np.arange(start, start + len(x)), len(preset.snrs), per_key)
+        data[cls, snr, example] = x.transpose(0, 2, 1)
+        labels[cls, snr, example] = y
+        bar.update(len(x))
+    staged = []
+    try:
+        for name, array in (("data_iq.p", data), ("labels.p", labels)):
+            temporary = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+            staged.append(temporary)
+            with open(temporary, "wb") as handle:
+                pickle.dump(array, handle, protocol=4)
+        for temporary, name in zip(staged, ("data_iq.p", "labels.p"), strict=True):
+            os.replace(temporary, os.path.join(folder, name))
+    finally:
+        for temporary in staged:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+
+
 def write_dataset(
     preset: str,
     out: str | os.PathLike[str],
@@ -264,7 +297,8 @@ def write_dataset(
 ) -> str:
     """Generate a dataset in a published layout and write it atomically to ``out``.
 
-    ``out`` may be a directory, which then receives the preset's usual file name. Frames are
+    ``out`` may be a directory, which then receives the preset's usual file name; for ``ism2017`` it is the folder
+    that receives ``data_iq.p`` and ``labels.p`` (created if missing, its parent must exist). Frames are
     generated in ranges of rows by ``workers`` processes and written in file order as they come,
     so memory stays bounded (one range per worker in flight; for the 2016 pickle, one key).
     The file appears under its name only when complete. Returns the path written.
@@ -276,17 +310,23 @@ def write_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     path = os.fspath(out)
-    if os.path.isdir(path):
+    if os.path.isdir(path) and spec.layout != "ism":
         path = os.path.join(path, spec.file_name)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{path}: the folder {folder} does not exist")
+    folder = path if spec.layout == "ism" else os.path.dirname(os.path.abspath(path))
+    parent = os.path.dirname(os.path.abspath(folder)) if spec.layout == "ism" else folder
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"{path}: the folder {parent} does not exist")
+    if spec.layout == "ism":
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise FileExistsError(f"{path}: {spec.name} is written as a folder (data_iq.p, labels.p); a file is there")
+        os.makedirs(folder, exist_ok=True)
     total = len(spec.classes) * len(spec.snrs) * per_key
-    # One pickle key per range; HDF5 ranges of about 16 MiB of frames.
+    # One pickle key per range; HDF5 and ISM ranges of about 16 MiB of frames.
     step = per_key if spec.layout == "pickle" else max(1, (16 << 20) // (spec.length * 8))
     threads = max(1, (os.cpu_count() or 1) // workers)
     job = _Job(spec.name, int(seed), channel or spec.channel, per_key, threads)
     stream = iter(_RowStream(job, _row_ranges(total, step), workers))
+    # _write_ism stages its two files itself; the other layouts are one file staged here.
     temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
     bar = tqdm(
         total=total,
@@ -296,6 +336,9 @@ def write_dataset(
         disable=not progress,
     )
     try:
+        if spec.layout == "ism":
+            _write_ism(folder, spec, stream, per_key, bar)
+            return path
         if spec.layout == "pickle":
             with open(temporary, "wb") as handle:
                 _write_pickle(handle, spec, stream, bar)

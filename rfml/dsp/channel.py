@@ -141,6 +141,19 @@ PRESETS: dict[str, ChannelConfig] = {
         iq_amplitude_imbalance_max_db=1.0,
         iq_phase_imbalance_max_deg=5.0,
     ),
+    # Indoor 2.4 GHz at 10 MS/s (rfml.dsp.ism): delays of 0, 60 and 150 ns, quasi-static Rician fading (walking
+    # speed gives a few Hz of Doppler), and a carrier offset inside the +-40 ppm that 802.15.4 allows (+-96 kHz)
+    # but below one 78 kHz bin of a 128-point FFT.
+    "ism": ChannelConfig(
+        sample_rate_hz=10e6,
+        random_phase=True,
+        carrier_offset_max_hz=30e3,
+        path_delays_samples=(0.0, 0.6, 1.5),
+        path_amplitudes=(1.0, 0.4, 0.2),
+        max_doppler_hz=5.0,
+        rician_k=6.0,
+        num_sinusoids=8,
+    ),
 }
 PRESETS["rml2016-compat"] = replace(PRESETS["rml2016"], snr_convention="gnuradio", frame_normalization="l1")
 

@@ -28,6 +28,9 @@ class Stream(IntEnum):
     FADING = 8
     IQ_IMBALANCE = 9
     NOISE = 10
+    BURST = 11
+    PHY_MODE = 12
+    TIMING = 13
 
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
