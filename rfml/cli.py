@@ -5,6 +5,7 @@
 - ``rfml export``: a registered model or a trained checkpoint to ONNX (optionally int8), verified against torch.
 - ``rfml profile``: registered models side by side on torch / ONNX Runtime through ``ondevice.profile``.
 - ``rfml generate``: a synthetic dataset written in a published file layout.
+- ``rfml ism-study``: the band- and sample-selection tables of Zhang et al. (SPAWC 2019) on the ISM set.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TOOL_COMMANDS = ("generate", "export", "profile")
+TOOL_COMMANDS = ("generate", "export", "profile", "ism-study")
 
 
 def lightning_main(args: Sequence[str] | None) -> Any:
@@ -104,6 +105,17 @@ def _tool_parser() -> argparse.ArgumentParser:
     prof.add_argument("--repeats", type=int, default=50, help="timed calls per round and cell")
     prof.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
     prof.add_argument("--out", default="profile_out", help="folder for the report")
+
+    from rfml.ism_study import add_arguments as ism_study_arguments
+
+    study = commands.add_parser(
+        "ism-study",
+        help="band and sample selection on the ISM interference set (Zhang et al., SPAWC 2019)",
+        description="Train and test one model per setting (10/4/2 MHz bands, sample selection methods × rates) "
+        "through `rfml fit`, resumable; writes OUT/results.json, OUT/report.md (tables beside the paper's numbers) "
+        "and accuracy-vs-SNR figures.",
+    )
+    ism_study_arguments(study)
     return parser
 
 
@@ -211,6 +223,12 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ism_study(args: argparse.Namespace) -> int:
+    from rfml.ism_study import main as ism_study_main
+
+    return ism_study_main(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in LIGHTNING_COMMANDS:
@@ -222,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     parsed = _tool_parser().parse_args(args)
-    handler = {"generate": _generate, "export": _export, "profile": _profile}[parsed.command]
+    handler = {"generate": _generate, "export": _export, "profile": _profile, "ism-study": _ism_study}[parsed.command]
     return handler(parsed)
 
 

@@ -23,7 +23,8 @@ from rfml.models import create
 torch.set_num_threads(1)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "rfml"
-MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith("skd_"))
+MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("skd_", "ism_")))
+ISM_CONFIGS = sorted(CONFIGS.glob("ism_*.yaml"))
 SKD_CONFIGS = sorted(CONFIGS.glob("skd_*.yaml"))
 PER_KEY = 5
 
@@ -84,6 +85,36 @@ def test_fit_fast_dev_run_for_every_model_config(config: Path, workdir: Path) ->
     assert (cli.model.hparams["num_classes"], cli.model.hparams["length"]) == (11, 128)
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
     assert 0.0 <= float(cli.trainer.callback_metrics["val/acc"]) <= 1.0
+
+
+# (classes, input width) each ISM config gives the model: band selection drops the classes with no energy in the kept
+# band (4 MHz: 52 bins, 10 classes; 2 MHz: 26 bins, 7 classes) and PCA at 1/16 keeps 8 of 128 components.
+ISM_SHAPES = {
+    "ism_cnn": (15, 128),
+    "ism_resnet": (15, 128),
+    "ism_cldnn": (15, 128),
+    "ism_lstm": (15, 128),
+    "ism_cnn_band4mhz": (10, 52),
+    "ism_cnn_band2mhz": (7, 26),
+    "ism_cnn_pca16": (15, 8),
+}
+
+
+def test_every_ism_config_is_checked() -> None:
+    assert {p.stem for p in ISM_CONFIGS} == set(ISM_SHAPES)
+
+
+@pytest.mark.parametrize("config", ISM_CONFIGS, ids=lambda p: p.stem)
+def test_fit_fast_dev_run_for_every_ism_config(config: Path, workdir: Path) -> None:
+    # The synthetic ISM set (3 vectors per class and SNR) is generated into the data folder on first use.
+    args = ["--data.init_args.data_dir", str(workdir / "data"), "--data.init_args.per_key", "3"]
+    args += ["--data.init_args.split", "1:1:1", "--data.init_args.batch_size", "32"]
+    small = ["--model.init_args.model_kwargs", '{"hidden": 32}'] if "cnn" in config.stem else []
+    cli = lightning_main(["fit", "-c", str(config), *args, *small, "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished
+    assert (cli.model.hparams["num_classes"], cli.model.hparams["length"]) == ISM_SHAPES[config.stem]
+    assert cli.datamodule.classes == cli.trainer.datamodule.classes
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
 
 @pytest.mark.parametrize("mode", ["hybrid", "logit", "ce"])

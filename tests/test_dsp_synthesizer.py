@@ -109,7 +109,7 @@ def test_different_seeds_give_different_data() -> None:
         ({"length": 0}, r"length must be a positive integer"),
         ({"samples_per_symbol": 1}, r"samples_per_symbol must be an integer >= 2, got 1"),
         ({"snrs": [0, float("nan")]}, r"snrs must be a finite number of dB \(not NaN or infinite\), got nan"),
-        ({"channel": "indoor"}, r"channel must be one of \['clean', 'rml2016', 'rml2016-compat', 'wireless'\]"),
+        ({"channel": "indoor"}, r"channel must be one of \['clean', 'ism', 'rml2016', 'rml2016-compat', 'wireless'\]"),
         ({"rolloff": 0.0}, r"rolloff must be in \(0, 1\]"),
     ],
 )

@@ -45,6 +45,7 @@ from rfml.dsp import rng
 from rfml.dsp.channel import ChannelConfig, carrier, channel_preset, multipath_fading
 from rfml.dsp.modulate import continuous_phase_fsk, pulse_shape
 from rfml.dsp.rng import Stream
+from rfml.dsp.synthesizer import finite_number
 
 SAMPLE_RATE_HZ = 10e6
 CENTRE_MHZ = 2426.5
@@ -238,9 +239,9 @@ class ISMSynthesizer:
         edge_probability: float = 0.25,
         length: int = LENGTH,
     ) -> None:
-        self.snrs = [float(s) for s in snrs]
-        if not self.snrs or not all(math.isfinite(s) for s in self.snrs):
-            raise ValueError(f"snrs must be a non-empty list of finite dB values, got {list(snrs)}")
+        self.snrs = [finite_number(s, "snrs") for s in snrs]
+        if not self.snrs:
+            raise ValueError("snrs must hold at least one finite SNR in dB, got an empty sequence")
         if not 0.0 <= edge_probability <= 1.0:
             raise ValueError(f"edge_probability must be in [0, 1], got {edge_probability!r}")
         if isinstance(length, bool) or not isinstance(length, int) or not 8 <= length <= SPAN // 2:
@@ -276,16 +277,10 @@ class ISMSynthesizer:
     ) -> dict[str, torch.Tensor]:
         """``{"x": float32 [B, 2, L], "y": int64 [B], "snr": int64 [B]}`` (and ``"clean"``, ``"on_air"``
         ``[B, L]`` bool, with ``return_clean``) for example ``indices``. ``snr_db`` overrides every row's SNR."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        if idx.ndim != 1:
-            raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
-        if idx.numel() and int(idx.min()) < 0:
-            raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+        idx = rng.example_indices(indices)
         y, snr = self.labels(idx)
         if snr_db is not None:
-            if not math.isfinite(float(snr_db)):
-                raise ValueError(f"snr_db must be a finite number of dB, got {snr_db!r}")
-            snr = torch.full_like(snr, float(snr_db))
+            snr = torch.full_like(snr, finite_number(snr_db, "snr_db"))
         keys = rng.example_keys(self.seed, idx)
         x = torch.empty(idx.numel(), 2, self.length)
         clean = torch.empty_like(x)

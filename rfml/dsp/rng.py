@@ -58,6 +58,16 @@ def _as_int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def example_indices(indices: object, device: torch.device | str | None = None) -> torch.Tensor:
+    """Example indices as a checked one-dimensional int64 tensor of values >= 0."""
+    idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
+    if idx.ndim != 1:
+        raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
+    if idx.numel() and int(idx.min()) < 0:
+        raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+    return idx
+
+
 def example_keys(seed: int, indices: torch.Tensor) -> torch.Tensor:
     """One 64-bit key per example index: ``mix64(mix64(seed) + index * golden)``."""
     seed_key = mix64(torch.tensor(_as_int64(seed), dtype=torch.int64))

@@ -32,7 +32,7 @@ CLASS_SETS: dict[str, list[str]] = {
 }
 
 
-def _finite_number(value: object, name: str) -> float:
+def finite_number(value: object, name: str) -> float:
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -90,7 +90,7 @@ class Synthesizer:
             raise ValueError(f"length must be a positive integer number of samples, got {length!r}")
         if isinstance(samples_per_symbol, bool) or not isinstance(samples_per_symbol, int) or samples_per_symbol < 2:
             raise ValueError(f"samples_per_symbol must be an integer >= 2, got {samples_per_symbol!r}")
-        snr_list = [_finite_number(s, "snrs") for s in snrs]
+        snr_list = [finite_number(s, "snrs") for s in snrs]
         if not snr_list:
             raise ValueError("snrs must hold at least one finite SNR in dB, got an empty sequence")
         if not 0.0 < rolloff <= 1.0:
@@ -135,14 +135,10 @@ class Synthesizer:
         (the same examples before noise) when ``return_clean``. ``snr_db`` overrides every row's
         SNR; the label is the value rounded to whole dB.
         """
-        idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
-        if idx.ndim != 1:
-            raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
-        if idx.numel() and int(idx.min()) < 0:
-            raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
+        idx = rng.example_indices(indices, device)
         y, snr = self.labels(idx)
         if snr_db is not None:
-            snr = torch.full_like(snr, _finite_number(snr_db, "snr_db"))
+            snr = torch.full_like(snr, finite_number(snr_db, "snr_db"))
         keys = rng.example_keys(self.seed, idx)
 
         x = torch.empty(idx.numel(), 2, self.length, device=idx.device)
