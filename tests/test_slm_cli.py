@@ -16,6 +16,7 @@ import yaml
 from slm.arch import ArchConfig
 from slm.cli import main
 from slm.device_search import STATE_NAME
+from slm.latency import LatencyPredictor, LatencyRecord, LatencyTable, features
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = [
@@ -39,16 +40,38 @@ def run_device_without_torch(bundle: Path, out: Path, tmp_path: Path) -> subproc
     return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_device_search_bundles_five_shapes_and_picks_the_fastest_from_the_board(tmp_path):
+def law_predictor(path: Path) -> Path:
+    """A predictor fitted on latencies made up from a known law over shapes of TINY_SPACE, saved to ``path``.
+
+    Calibrating on this machine means exporting eight graph pairs; `test_slm_latency` covers that path, so here
+    the search screens with this one and only the shortlist is exported.
+    """
+    base = ArchConfig.from_name("tiny").replace(vocab_size=256, context_length=512, head_dim=32, num_kv_heads=None)
+    configs = {
+        f"c{h}x{n}x{f}": base.replace(hidden_size=h, num_layers=n, num_heads=h // 32, num_kv_heads=h // 32, ffn_size=f)
+        for h, n, f in [(64, 1, 128), (64, 3, 256), (96, 2, 192), (96, 4, 384), (128, 1, 512), (128, 3, 256),
+                        (128, 4, 384), (64, 2, 192), (96, 1, 256)]
+    }  # fmt: skip
+    records = []
+    for name, config in configs.items():
+        for kind, length in (("prefill", 16), ("decode", 32)):
+            f = features(config, kind, length)
+            ms = 0.05 + 2e-6 * f["macs"] + 1e-7 * f["weight_bytes"] + 0.01 * f["num_layers"]
+            records.append(LatencyRecord(name, kind, length, "onnxruntime", 1, ms, 0.9 * ms, 1.1 * ms))
+    return LatencyPredictor.fit(LatencyTable(records, configs)).save_json(path)
+
+
+def test_device_search_bundles_three_shapes_and_picks_the_fastest_from_the_board(tmp_path):
     bundle, out = tmp_path / "bundle", tmp_path / "search"
-    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--calibration", "8", "--top-k", "5"]
+    predictor = law_predictor(tmp_path / "law.json")
+    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(predictor), "--top-k", "3"]
     argv += ["--population", "8", "--generations", "2", "--device-bundle", str(bundle), "--out", str(out)]
     assert main(argv + QUICK_TIMING) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     state = json.loads((bundle / STATE_NAME).read_text())
-    assert len(state["configs"]) == 5
-    assert len(manifest["models"]) == 10  # a prefill and a decode graph per shape
-    assert (out / "predictor.json").is_file()
+    assert len(state["configs"]) == 3
+    assert len(manifest["models"]) == 6  # a prefill and a decode graph per shape
+    assert not (out / "predictor.json").exists()  # the given predictor screened the space: nothing calibrated
 
     results = tmp_path / "results.json"
     proc = run_device_without_torch(bundle, results, tmp_path)
