@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rfml.cli import main as rfml_main
-from rfml.data import CLASSES_ISM, DatasetFormatError, ISMInterference
+from rfml.data import CLASSES_ISM, DatasetFormatError, ISMInterference, load_array_pickle
 from rfml.data.module import SignalDataModule
 from rfml.data.selection import SampleSelect, band_bins
 from rfml.data.synthetic import get_preset, source_indices, write_dataset
@@ -31,10 +31,8 @@ def ism_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_generate_writes_schmidts_layout_and_the_loader_reads_it_back(ism_dir: Path) -> None:
     assert sorted(os.listdir(ism_dir)) == ["data_iq.p", "labels.p"]  # nothing partial left behind
-    with open(ism_dir / "data_iq.p", "rb") as f:
-        data = pickle.load(f)  # our own file, just written
-    with open(ism_dir / "labels.p", "rb") as f:
-        labels = pickle.load(f)
+    data = load_array_pickle(ism_dir / "data_iq.p")  # the restricted unpickler: only numpy arrays
+    labels = load_array_pickle(ism_dir / "labels.p")
     assert data.shape == (15, 21, PER_KEY, 128, 2) and data.dtype == np.float32
     assert labels.shape == (15, 21, PER_KEY) and labels.dtype == np.int64
     assert np.array_equal(labels, np.broadcast_to(np.arange(15)[:, None, None], labels.shape))
