@@ -327,7 +327,8 @@ def write_dataset(
     job = _Job(spec.name, int(seed), channel or spec.channel, per_key, threads)
     stream = iter(_RowStream(job, _row_ranges(total, step), workers))
     # _write_ism stages its two files itself; the other layouts are one file staged here.
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+    staged = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+    temporary = None if spec.layout == "ism" else staged
     bar = tqdm(
         total=total,
         unit="frame",
@@ -339,6 +340,7 @@ def write_dataset(
         if spec.layout == "ism":
             _write_ism(folder, spec, stream, per_key, bar)
             return path
+        assert temporary is not None
         if spec.layout == "pickle":
             with open(temporary, "wb") as handle:
                 _write_pickle(handle, spec, stream, bar)
@@ -347,6 +349,6 @@ def write_dataset(
         os.replace(temporary, path)
     finally:
         bar.close()
-        if os.path.exists(temporary):
+        if temporary is not None and os.path.exists(temporary):
             os.remove(temporary)
     return path

@@ -259,6 +259,7 @@ class ISMSynthesizer:
         widths = torch.tensor([c.visible_width_mhz for c in ISM_CLASSES], dtype=torch.float64)
         self._bandwidth_ratio = (SAMPLE_RATE_HZ / 1e6 / widths).float()  # fs / B per class
         self._offsets = torch.tensor([c.offset_hz for c in ISM_CLASSES], dtype=torch.float64)
+        self._technology = torch.tensor([list(_MODULATORS).index(c.technology) for c in ISM_CLASSES])
 
     def __repr__(self) -> str:
         return (
@@ -299,13 +300,12 @@ class ISMSynthesizer:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = keys.numel()
         span = torch.empty(rows, 2, SPAN)
-        technology = [ISM_CLASSES[int(c)].technology for c in range(len(ISM_CLASSES))]
         first = (SPAN - self.length) // 2  # the vector's first sample within the span
-        for name, (modulate, rate) in _MODULATORS.items():
-            members = torch.tensor([technology[c] == name for c in range(len(technology))])[y]
-            if not members.any():
+        technology = self._technology[y]
+        for t, (modulate, rate) in enumerate(_MODULATORS.values()):
+            chosen = torch.nonzero(technology == t).flatten()
+            if chosen.numel() == 0:
                 continue
-            chosen = torch.nonzero(members).flatten()
             samples = round(SPAN * rate / SAMPLE_RATE_HZ)
             iq = modulate(keys[chosen], samples, rate)
             times = torch.arange(samples) * (SAMPLE_RATE_HZ / rate)  # in output samples

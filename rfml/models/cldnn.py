@@ -46,9 +46,13 @@ class CLDNN(nn.Module):
         lstm_hidden: int = 50,
         hidden: int = 256,
         dropout: float = 0.5,
+        num_convs: int = 3,
     ) -> None:
         super().__init__()
+        if num_convs < 2:
+            raise ValueError(f"CLDNN: num_convs must be >= 2 (the bypass joins the first and last), got {num_convs}")
         self.length = length
+        self.num_convs = num_convs
 
         def conv(in_channels: int) -> nn.Sequential:
             return nn.Sequential(
@@ -58,9 +62,8 @@ class CLDNN(nn.Module):
                 nn.Dropout(dropout),
             )
 
-        self.conv1 = conv(1)
-        self.conv2 = conv(filters)
-        self.conv3 = conv(filters)
+        for i in range(1, num_convs + 1):  # conv1 … convN
+            self.add_module(f"conv{i}", conv(1 if i == 1 else filters))
         self.lstm = nn.LSTM(2 * filters * 2, lstm_hidden, batch_first=True)
         self.features = nn.Identity()  # the LSTM's last step, [B, lstm_hidden]
         self.head = nn.Sequential(
@@ -72,8 +75,10 @@ class CLDNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = self.conv1(x.unsqueeze(1))  # [B, F, 2, L]
-        third = self.conv3(self.conv2(first))
-        maps = torch.cat([first, third], dim=1)  # [B, 2F, 2, L]
+        last = first
+        for i in range(2, self.num_convs + 1):
+            last = getattr(self, f"conv{i}")(last)
+        maps = torch.cat([first, last], dim=1)  # [B, 2F, 2, L]
         seq = maps.flatten(1, 2).transpose(1, 2)  # [B, L, 4F]
         out, _ = self.lstm(seq)
         return self.head(self.features(out[:, -1]))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rfml.models.cldnn import CLDNN, same_pad
+from rfml.models.cldnn import CLDNN
 from rfml.models.registry import register
 from rfml.models.resnet import ResidualUnit
 
@@ -176,7 +176,7 @@ class ISMCLDNN(CLDNN):
     output layer.
 
     Reconstructed / different here: ``CLDNN`` (West & O'Shea 2017, ``rfml.models.cldnn``) with a fourth
-    convolution, which ``CLDNN`` cannot be configured to: filter count, kernel, padding, activations, dropout,
+    convolution (``num_convs=4``): filter count, kernel, padding, activations, dropout,
     the bypass (first convolution's output concatenated with the last's) and the LSTM's reading of the map are
     ``CLDNN``'s (50 filters of 1×8, ``same`` padding, ReLU, dropout 0.5), not stated in the papers. Works for
     any length.
@@ -194,20 +194,7 @@ class ISMCLDNN(CLDNN):
         hidden: int = 256,
         dropout: float = 0.5,
     ) -> None:
-        super().__init__(num_classes, length, filters, kernel_size, lstm_hidden, hidden, dropout)
-        self.conv4 = nn.Sequential(
-            same_pad((1, kernel_size)),
-            nn.Conv2d(filters, filters, kernel_size=(1, kernel_size)),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = self.conv1(x.unsqueeze(1))  # [B, F, 2, L]
-        last = self.conv4(self.conv3(self.conv2(first)))
-        seq = torch.cat([first, last], dim=1).flatten(1, 2).transpose(1, 2)  # [B, L, 4F]
-        out, _ = self.lstm(seq)
-        return self.head(self.features(out[:, -1]))
+        super().__init__(num_classes, length, filters, kernel_size, lstm_hidden, hidden, dropout, num_convs=4)
 
 
 @register("ism_lstm")
