@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TOOL_COMMANDS = ("generate", "export", "profile", "ism-study")
+TOOL_COMMANDS = ("generate", "export", "profile", "ism-study", "snr-study")
 
 
 def lightning_main(args: Sequence[str] | None) -> Any:
@@ -116,6 +116,17 @@ def _tool_parser() -> argparse.ArgumentParser:
         "and accuracy-vs-SNR figures.",
     )
     ism_study_arguments(study)
+
+    from rfml.snrselect.cli import add_arguments as snr_study_arguments
+
+    snr = commands.add_parser(
+        "snr-study",
+        help="SNR-selected training: single-SNR, offset, SNR Boosting, SNR Bagging, SNR-routed inference",
+        description="The experiments of Wang et al. (IEEE WCL 2020) over one resumable store of trainings "
+        "(OUT/results.jsonl, one line per finished training), run on a local process pool or on Ray; writes "
+        "OUT/<experiment>.json, OUT/report.md beside the paper's numbers, and figures.",
+    )
+    snr_study_arguments(snr)
     return parser
 
 
@@ -229,6 +240,12 @@ def _ism_study(args: argparse.Namespace) -> int:
     return ism_study_main(args)
 
 
+def _snr_study(args: argparse.Namespace) -> int:
+    from rfml.snrselect.cli import main as snr_study_main
+
+    return snr_study_main(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in LIGHTNING_COMMANDS:
@@ -240,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     parsed = _tool_parser().parse_args(args)
-    handler = {"generate": _generate, "export": _export, "profile": _profile, "ism-study": _ism_study}[parsed.command]
+    handlers = {"generate": _generate, "export": _export, "profile": _profile}
+    handler = {**handlers, "ism-study": _ism_study, "snr-study": _snr_study}[parsed.command]
     return handler(parsed)
 
 

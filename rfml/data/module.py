@@ -273,13 +273,25 @@ class SignalDataModule(pl.LightningDataModule):
             before = Pipeline(*(step for step in (self.view, self.band) if step is not None))
             self.selection.fit(self._stream(self._fit_rows(), shuffle=False, transform=before))
 
-    def _stream(self, rows: torch.Tensor, shuffle: bool, transform: Pipeline | None) -> BatchStream:
+    def _stream(
+        self, rows: torch.Tensor, shuffle: bool, transform: Pipeline | None, seed: int | None = None
+    ) -> BatchStream:
         data = self._dataset()
         block_rows = self.hparams.block_rows or data.read_block_rows
-        sampler = BlockShuffleSampler(
-            rows, block_rows, self.hparams.window_rows, shuffle=shuffle, seed=self.hparams.seed
-        )
+        seed = self.hparams.seed if seed is None else seed
+        sampler = BlockShuffleSampler(rows, block_rows, self.hparams.window_rows, shuffle=shuffle, seed=seed)
         return BatchStream(data, sampler, self.hparams.batch_size, transform=transform)
+
+    def loader(self, rows: torch.Tensor, shuffle: bool = False, seed: int | None = None) -> EpochLoader:
+        """A loader over any rows of the dataset, through this module's transform (call :meth:`setup` first).
+
+        The split loaders use it; so do studies that train many models on chosen subsets of one split
+        (``rfml.snrselect``). ``seed`` seeds the shuffle (default: the module's ``seed``).
+        """
+        if not self.rows:
+            raise RuntimeError("call setup() before asking for data loaders")
+        stream = self._stream(rows, shuffle, self.transform, seed)
+        return EpochLoader(stream, num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
 
     def _loader(self, split: str, shuffle: bool) -> EpochLoader:
         if not self.rows:
@@ -288,8 +300,7 @@ class SignalDataModule(pl.LightningDataModule):
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:
             rows = shard_rows(rows, trainer.global_rank, trainer.world_size, equal=split == "train")
-        stream = self._stream(rows, shuffle, self.transform)
-        return EpochLoader(stream, num_workers=self.hparams.num_workers, pin_memory=self.hparams.pin_memory)
+        return self.loader(rows, shuffle)
 
     def train_dataloader(self) -> EpochLoader:
         return self._loader("train", shuffle=True)

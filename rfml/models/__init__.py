@@ -11,7 +11,7 @@ feature-hint distillation).
 """
 
 # Importing each family registers its models.
-from rfml.models import cldnn, clst, ism, lstm, resnet, students, vtcnn2  # noqa: F401
+from rfml.models import cldnn, clst, ism, lstm, resnet, snr_cnn, students, vtcnn2  # noqa: F401
 from rfml.models.clst import ClST
 from rfml.models.registry import available, create, get, register
 from rfml.models.students import KDCNN, KDMobileNet
