@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from rfml.models.registry import register
-from rfml.models.students import conv_bn
+from rfml.models.students import conv_stack
 
 
 @register("snr_cnn")
@@ -44,15 +44,8 @@ class SNRCNN(nn.Module):
             raise ValueError(f"SNRCNN: num_classes (outputs) must be >= 1, got {num_classes}")
         self.eps = eps
         self.min_length = 2 ** len(pool_after)
-        layers: list[nn.Module] = []
-        in_channels = 3
-        for i, (width, kernel) in enumerate(zip(widths, kernels, strict=True)):
-            layers += [*conv_bn(in_channels, width, kernel), nn.ReLU(inplace=True)]
-            if i in pool_after:
-                layers.append(nn.MaxPool1d(2))
-            in_channels = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+        self.features, channels = conv_stack(3, widths, kernels, pool_after)
+        self.head = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
 
     def normalise(self, x: Tensor) -> Tensor:
         """``[B, 2, L]`` frames → ``[B, 3, L]``: I and Q over the frame's RMS amplitude, and their power."""

@@ -22,6 +22,20 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int, stride: int =
     ]
 
 
+def conv_stack(
+    in_channels: int, widths: Sequence[int], kernels: Sequence[int], pool_after: Sequence[int]
+) -> tuple[nn.Sequential, int]:
+    """Conv1d → BatchNorm → ReLU per (width, kernel), a max-pool by 2 after the layers listed in ``pool_after``;
+    returns the stack and its output channels."""
+    layers: list[nn.Module] = []
+    for i, (width, kernel) in enumerate(zip(widths, kernels, strict=True)):
+        layers += [*conv_bn(in_channels, width, kernel), nn.ReLU(inplace=True)]
+        if i in pool_after:
+            layers.append(nn.MaxPool1d(2))
+        in_channels = width
+    return nn.Sequential(*layers), in_channels
+
+
 @register("kd_cnn")
 class KDCNN(nn.Module):
     """KD-CNN: a plain Conv1d stack in the VT-CNN2 family, the first SKD student (reconstructed).
@@ -42,15 +56,8 @@ class KDCNN(nn.Module):
         dropout: float = 0.3,
     ) -> None:
         super().__init__()
-        layers: list[nn.Module] = []
-        in_channels = 2
-        for i, (width, kernel) in enumerate(zip(widths, kernels, strict=True)):
-            layers += [*conv_bn(in_channels, width, kernel), nn.ReLU(inplace=True)]
-            if i in pool_after:
-                layers.append(nn.MaxPool1d(2))
-            in_channels = width
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels, num_classes))
+        self.features, channels = conv_stack(2, widths, kernels, pool_after)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x).mean(-1))
