@@ -51,6 +51,11 @@ def test_single_snr_against_all_snr(toy: dict[str, Any]) -> None:
     assert single["total_cost_ratio"] == pytest.approx(2 * mean_single / every["train_seconds"])
     assert every["train_examples"] == sum(r["train_examples"] for r in singles)  # all SNRs = the union
     assert {r["single_timing"]["best_epoch"] >= 1 for r in single["rows"]} == {True}
+    # patience (1) is judged only from min_steps (25) on: at 3 batches per epoch that is epoch 9, so a single-SNR
+    # fit runs at least 10 epochs although max_epochs is 1
+    for record in singles:
+        steps_per_epoch = -(-record["train_examples"] // 16)
+        assert record["epochs"] * steps_per_epoch >= 25 + steps_per_epoch
 
 
 def test_offset_table_reads_the_model_trained_at_the_offset_snr(toy: dict[str, Any]) -> None:

@@ -33,9 +33,9 @@ class DataConfig:
 class TrainConfig:
     """One training: a registered model, Adam at ``lr``, early stopping on the validation loss.
 
-    ``min_steps`` keeps early stopping from ending a training before that many optimizer steps: a single-SNR or a
-    Bagging training set can be a few batches, and ``patience`` epochs of it are too few steps to learn anything.
-    The epoch cap is raised as far as needed to reach ``min_steps``.
+    ``min_steps`` keeps early stopping from judging a training before that many optimizer steps (patience counts
+    from there): a single-SNR or a Bagging training set can be a few batches, and ``patience`` epochs of it are
+    too few steps to learn anything. The epoch cap is raised to twice the epochs that ``min_steps`` takes.
     """
 
     model: str = "resnet"

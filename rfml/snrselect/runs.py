@@ -175,6 +175,23 @@ class BestWeights(Callback):
             self.state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
 
+class WarmEarlyStopping(EarlyStopping):
+    """Early stopping whose patience starts counting once ``min_steps`` optimizer steps are done.
+
+    Lightning's ``Trainer(min_steps=…)`` only defers a stop: a stop signalled early ends the fit the moment
+    ``min_steps`` is reached, even when the validation loss is still falling. Here the validations before
+    ``min_steps`` are not judged at all, so a small training set gets ``min_steps`` steps and then ``patience``.
+    """
+
+    def __init__(self, min_steps: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.min_steps = min_steps
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        if trainer.global_step >= self.min_steps:
+            super()._run_early_stopping_check(trainer)
+
+
 class _Rows(pl.LightningDataModule):
     def __init__(self, source: SignalDataModule, train: torch.Tensor, val: torch.Tensor, seed: int) -> None:
         super().__init__()
@@ -188,17 +205,17 @@ class _Rows(pl.LightningDataModule):
 
 
 def fit(module: pl.LightningModule, data: pl.LightningDataModule, train: TrainConfig) -> dict[str, Any]:
-    """Fit with early stopping on ``val/loss`` (not before ``train.min_steps`` steps); restore the best epoch's
-    weights; return the timing summary.
+    """Fit with early stopping on ``val/loss`` (patience counted from ``train.min_steps`` steps on); restore the
+    best epoch's weights; return the timing summary.
 
     Times are training seconds only (validation excluded, by :class:`rfml.callbacks.EpochTimer`).
     """
     timer, best = EpochTimer(), BestWeights()
     steps_per_epoch = max(1, len(data.train_dataloader()))
+    stopper = WarmEarlyStopping(train.min_steps, monitor="val/loss", patience=train.patience)
     trainer = pl.Trainer(
         max_epochs=max(train.max_epochs, 2 * math.ceil(train.min_steps / steps_per_epoch)),
-        min_steps=train.min_steps,
-        callbacks=[EarlyStopping(monitor="val/loss", patience=train.patience), timer, best],
+        callbacks=[stopper, timer, best],
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
