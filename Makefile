@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# --no-compile: byte-compiling every file of torch, ray and the rest at install time costs more of the set-up than
+# compiling, on first import, the modules actually used.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --disable-pip-version-check -q -r requirements.lock
+	$(PY) -m pip install --disable-pip-version-check --no-compile -q -r requirements.lock
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import pickle
 import platform
+import sys
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -91,8 +92,23 @@ def _set_threads(threads: int) -> None:
             pass
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel end this worker when the study's process dies (killed, say): otherwise a worker
+    in the middle of a long training runs on, orphaned, and takes the cores of the study that resumes."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no prctl: the worker then ends when it next finds the pool gone
+        pass
+
+
 def _init_worker(threads: int) -> None:
     """Initializer of every process of a :class:`LocalExecutor` pool."""
+    _die_with_parent()
     _set_threads(threads)
 
 
