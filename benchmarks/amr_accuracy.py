@@ -7,7 +7,7 @@ same students trained alone, with parameters, MACs and ONNX Runtime latency meas
     python benchmarks/amr_accuracy.py table   --work amr_work --out benchmarks/results
 
 ``train`` writes the dataset once (``rfml generate`` layout, 11 classes × 20 SNRs × per-key frames), then trains
-every run with Lightning (``rfml.classify.Classifier`` / ``SKD``), the same 6:2:2 split, batch size, Adam lr 1e-3,
+every run with Lightning (``rfml.trainers.Classifier`` / ``SKD``), the same 6:2:2 split, batch size, Adam lr 1e-3,
 epoch cap and early stopping on validation loss for all, and tests each run's best checkpoint. Runs:
 ClST and every baseline with seed 0; KD-CNN and KD-MobileNet with cross-entropy alone and with SKD (hybrid loss,
 and logit-only KD as the ablation), seeds 0…seeds−1. Each run is a process of its own (``--parallel`` at a time)
@@ -57,9 +57,9 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from ondevice.device.runner import write_json_atomic
-    from rfml.classify import SKD, Classifier
+    from ondevice.io import write_json_atomic
     from rfml.data import SignalDataModule
+    from rfml.trainers import SKD, Classifier
 
     torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
@@ -208,9 +208,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def table(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ondevice.device.runner import atomic_path, write_json_atomic
+    from ondevice.io import atomic_path, write_json_atomic
     from ondevice.report import LatencyReport
-    from rfml.evaluation import plot_accuracy_vs_snr
+    from rfml.trainers.evaluation import plot_accuracy_vs_snr
 
     work = Path(args.work)
     results = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*/result.json"))]

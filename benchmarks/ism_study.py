@@ -10,9 +10,9 @@ samples, generated once into ``<out>/data``). It measures, per setting:
 - settings: the whole 10 MHz, the 4 MHz and 2 MHz bands (headline rows full and 4 MHz with 3 seeds), and the
   FFT amplitude/phase view cut to 1/2 … 1/16 by uniform, random, magnitude and PCA selection (1 seed each).
 
-The report lands in ``<out>/report.md`` (with ``results.json`` and accuracy-vs-SNR figures). The study resumes: run
-the same command again after an interruption. Full size (the paper's 715 per class and SNR, the 32.9 M-parameter
-CNN, 23 runs; a GPU is advised):
+The report lands in ``<out>/report.md`` (with ``study.json``, ``results.jsonl`` and accuracy-vs-SNR figures). The
+study resumes: run the same command again after an interruption. Full size (the paper's 715 per class and SNR, the
+32.9 M-parameter CNN, 23 runs; a GPU is advised):
 
     python benchmarks/ism_study.py --per-key 715 --out benchmarks/results/ism_study
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ondevice.device.runner import environment
 from rfml.data import BatchStream, BlockShuffleSampler, EpochLoader, RadioML2018, write_dataset
 
 BATCH = 256
@@ -168,7 +168,7 @@ def main() -> None:
         "b_contiguous_over_c": mean["b_contiguous"] / mean["c"],
         "workers_b_over_c": mean["b_workers"] / mean["c_workers"],
         "epoch_rss": rss,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": "{cpu_model}, {cpu_count} CPUs".format(**environment()),
         "versions": {"torch": torch.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version},
     }
     print(f"file: {args.file} ({size_gb:.2f} GB), batch {BATCH}, warm page cache; ratios use the num_workers=0 rows")

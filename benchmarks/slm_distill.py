@@ -5,7 +5,7 @@ then the tiny student alone and distilled, over the same data, seed and number o
                                      [--threads 1] [--workdir DIR] [--out benchmarks/results/slm_distill.json]
 
 Data: the first ``--max-files`` sources of the installed standard library (tokenizer of 512 trained on them, 5 %
-of the files held out). The teacher (configs/slm/tiny_teacher.yaml, 4 × 128) trains ``--teacher-steps``; the
+of the files held out). The teacher (slm/configs/tiny_teacher.yaml, 4 × 128) trains ``--teacher-steps``; the
 student (tiny.yaml, 2 × 64) trains ``--steps`` on cross-entropy alone, then once per ``alpha:T`` pair in ``--kd``
 from the teacher's best checkpoint (tiny_distill.yaml). Every model is scored at the end of its run on the whole
 validation split: the student's plain token-mean cross-entropy, so all rows compare directly.
@@ -26,15 +26,16 @@ import lightning as L
 import tokenizers
 import torch
 
-from ondevice.device.runner import write_json_atomic
+from ondevice.device.runner import environment
+from ondevice.io import write_json_atomic
 from slm.train import lightning_main
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "slm"
+CONFIGS = Path(__file__).resolve().parents[1] / "slm" / "configs"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
 def run(config: str, name: str, steps: int, max_files: int, extra: list[str]) -> dict[str, Any]:
-    """`slm fit -c configs/slm/<config>` for ``steps`` steps, then its final weights scored on all of validation."""
+    """`slm fit -c slm/configs/<config>` for ``steps`` steps, then its final weights scored on all of validation."""
     interval = max(1, min(100, steps // 4))
     args = [
         "fit",
@@ -65,7 +66,7 @@ def run(config: str, name: str, steps: int, max_files: int, extra: list[str]) ->
     hparams = cli.model.hparams
     row = {
         "name": name,
-        "config": f"configs/slm/{config}",
+        "config": f"slm/configs/{config}",
         "arch": cli.model.arch.summary(),
         "params": cli.model.arch.num_params,
         "steps": cli.trainer.global_step,
@@ -170,7 +171,7 @@ def main() -> None:
             "lightning": L.__version__,
             "tokenizers": tokenizers.__version__,
         },
-        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": environment(),
     }
     write_json_atomic(out, report)
     print()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ondevice.device.runner import write_json_atomic
+from ondevice.io import write_json_atomic
 from ondevice.profile import profile
 from slm.arch import ArchConfig
 from slm.latency import LatencyPredictor, LatencyTable, evaluate, export_candidates, measure, plot_predictions

@@ -1,8 +1,8 @@
 """SNR-selected fast training (Wang et al., IEEE WCL 2020) on both tasks: every figure of ``rfml snr-study``.
 
 For each task (``radioml``: a synthetic RadioML 2016.10b-like set with a ResNet; ``ism``: the synthetic ISM
-interference set with the ISM CNN) it runs the five experiments of ``rfml.snrselect`` from the task's config
-(``configs/rfml/snr_study_<task>.yaml``) and writes ``<out>/<task>/report.md``, the experiment summaries and figures:
+interference set with the ISM CNN) it runs the five experiments of ``rfml.studies.snr`` from the task's config
+(``rfml/configs/snr_study_<task>.yaml``) and writes ``<out>/<task>/report.md``, the experiment summaries and figures:
 
 - single-SNR against all-SNR: per-model speed-up (paper: 26–35× on RadioML, ~8× on ISM), accuracy at each SNR, and
   the total cost of one model per SNR;
@@ -24,20 +24,16 @@ study keeps its own copy).
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 
-import torch
-
-from rfml.snrselect.config import StudyConfig
-from rfml.snrselect.executor import make_executor
-from rfml.snrselect.report import write_report
-from rfml.snrselect.study import Study, run_experiments
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "rfml"
+from ondevice.io import write_json_atomic
+from rfml.studies.executor import make_executor
+from rfml.studies.snr.config import SNRStudyConfig
+from rfml.studies.snr.report import write_snr_report
+from rfml.studies.snr.study import Study, run_experiments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     for task in args.tasks.split(","):
-        config = StudyConfig.load(CONFIGS / f"snr_study_{task}.yaml")
+        config = SNRStudyConfig.load(resources.files("rfml") / "configs" / f"snr_study_{task}.yaml")
         config.data.data_dir = str(out / "data" / task)
         if args.per_key is not None:
             config.data.per_key = args.per_key
@@ -69,17 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             run_experiments(study, args.experiments.split(","))
             described = executor.describe()
         elapsed = time.perf_counter() - started
-        report = write_report(out / task)
+        report = write_snr_report(out / task)
         meta = {
             "task": task,
             "wall_seconds_this_call": elapsed,
-            "executor": described,
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "platform": platform.platform(),
+            "executor": described,  # with the machine: rfml.studies.machine.machine_info()
             "command": "python benchmarks/snr_study.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         }
-        (out / task / "run.json").write_text(json.dumps(meta, indent=1) + "\n")
+        write_json_atomic(out / task / "run.json", meta)
         print(f"{task}: {report} ({elapsed / 60:.1f} min this call)")
     return 0
 

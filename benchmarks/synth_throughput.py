@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import time
 from pathlib import Path
 
 import torch
 
+from ondevice.device.runner import environment
 from rfml.dsp import Synthesizer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,15 +58,8 @@ def torchsig(python: Path, lengths: list[int], num_samples: int, threads: int) -
 
 
 def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, torch {torch.__version__}"
+    env = environment()
+    return f"{env['cpu_model']}, {env['cpu_count']} logical CPUs, Python {env['python']}, torch {torch.__version__}"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""What does Lightning cost per training epoch? ``rfml.classify.Classifier`` under ``lightning.Trainer`` against a
+"""What does Lightning cost per training epoch? ``rfml.trainers.Classifier`` under ``lightning.Trainer`` against a
 bare PyTorch loop over the same network, the same DataModule loader, batch size, optimizer and seed.
 
     python benchmarks/train_overhead.py [--models clst,kd_cnn] [--per-key 100] [--reps 5] [--threads 2] [--json out]
@@ -22,8 +22,8 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
-from rfml.classify import Classifier
 from rfml.data import SignalDataModule, write_dataset
+from rfml.trainers import Classifier
 
 
 def lightning_epoch(model_name: str, data: SignalDataModule, seed: int) -> float:

@@ -4,6 +4,7 @@
 - `ondevice.profile`: `profile(...) -> LatencyReport` on torch and ONNX Runtime.
 - `ondevice.export`: ONNX export with a dynamic batch, verification against torch, dynamic int8.
 - `ondevice.device`: the torch-free on-device side (numpy + onnxruntime); `ondevice.bundle` on the host.
+- `ondevice.io`: atomic writes, JSON and sha256 for the whole project; `ondevice.command_line`: the CLI dispatcher.
 
 Importing `ondevice` imports nothing heavy, so `ondevice.device` works where torch is absent.
 """

@@ -27,8 +27,6 @@ from ondevice.device.runner import (
     RESULTS_FORMAT,
     BundleError,
     read_manifest,
-    sha256_file,
-    write_json_atomic,
 )
 from ondevice.export import (
     ExampleInputs,
@@ -39,6 +37,7 @@ from ondevice.export import (
     quantize_dynamic_int8,
     verify_onnx,
 )
+from ondevice.io import sha256_file, write_json_atomic
 from ondevice.profile import model_facts
 from ondevice.report import LatencyReport
 

@@ -1,24 +1,39 @@
-"""`ondevice profile | bundle | ingest`: latency on this host, bundles for a device, and their results."""
+"""The ``ondevice`` command: latency on this host, bundles for a device, and their results read back.
+
+- ``ondevice profile FACTORY…``: torch and ONNX Runtime latency side by side (``ondevice.profile``).
+- ``ondevice bundle FACTORY… --out DIR``: ONNX models, inputs, a manifest and ``profile_bundle.py`` for a board.
+- ``ondevice ingest RESULTS``: a board's results JSON checked against its bundle, as a latency report.
+
+Every subcommand's code is imported only when it is chosen, so ``ondevice --help`` loads neither torch nor Lightning.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from ondevice.command_line import Subcommand, dispatch, positive_ints
 
 FACTORY_HELP = "'package.module:factory' (returns (model, example_inputs)); 'name=package.module:factory' names it"
 
 
-def positive_ints(text: str) -> list[int]:
-    """argparse type: positive integers separated by commas (`1,2,4`)."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+def _reports_bad_input(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Bad input (a malformed bundle, a model that cannot be measured, a missing file) → its message, exit 2."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        from ondevice.device.runner import BundleError, ProfileError
+
+        try:
+            return run(args)
+        except (BundleError, ProfileError, FileExistsError, FileNotFoundError, ValueError, TypeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def _named_specs(specs: Sequence[str]) -> dict[str, str]:
@@ -28,18 +43,42 @@ def _named_specs(specs: Sequence[str]) -> dict[str, str]:
         if not sep:
             name, target = spec.rpartition(":")[2], spec
         if name in named:
-            raise SystemExit(f"error: two models are named {name!r}; name them: NAME=package.module:factory")
+            raise ValueError(f"two models are named {name!r}; name them: NAME=package.module:factory")
         named[name] = target
     return named
 
 
-def _add_timing(parser: argparse.ArgumentParser) -> None:
+def _timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=positive_ints, default=[1], help="e.g. 1,32,256 (default 1)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed calls per runner and batch size")
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per runner and batch size")
     parser.add_argument("--rounds", type=int, default=10, help="interleaving rounds the timed calls are split into")
 
 
+def profile_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", help=FACTORY_HELP + "; several are interleaved A B A B")
+    parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8")
+    parser.add_argument("--threads", type=positive_ints, default=[1], help="threads for both runtimes, e.g. 1 or 1,2")
+    parser.add_argument("--graph-optimization", default="all", choices=["disabled", "basic", "extended", "all"])
+    parser.add_argument("--no-isolate", action="store_true", help="measure every backend in this one process")
+    parser.add_argument("--out", default="latency_report", help="folder for latency.json/.md/.png")
+    _timing_arguments(parser)
+
+
+def bundle_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("models", nargs="+", help=FACTORY_HELP)
+    parser.add_argument("--out", required=True, help="the new bundle folder")
+    parser.add_argument("--no-int8", action="store_true", help="leave out the dynamic-int8 variants")
+    _timing_arguments(parser)
+
+
+def ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("results", help="results-<host>-<threads>t.json written by profile_bundle.py")
+    parser.add_argument("--bundle", help="the bundle folder (default: the folder holding the results)")
+    parser.add_argument("--out", help="folder for latency.json/.md/.png (default: RESULTS.report.* beside the results)")
+
+
+@_reports_bad_input
 def _profile(args: argparse.Namespace) -> int:
     from ondevice.profile import profile
 
@@ -60,6 +99,7 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_bad_input
 def _bundle(args: argparse.Namespace) -> int:
     from ondevice.bundle import write_bundle
     from ondevice.profile import load_factory
@@ -78,6 +118,7 @@ def _bundle(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_bad_input
 def _ingest(args: argparse.Namespace) -> int:
     from ondevice.bundle import ingest
 
@@ -92,44 +133,32 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ondevice", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    p = commands.add_parser("profile", help="measure latency on this machine (torch and ONNX Runtime)")
-    p.add_argument("models", nargs="+", help=FACTORY_HELP + "; several are interleaved A B A B")
-    p.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8")
-    p.add_argument("--threads", type=positive_ints, default=[1], help="threads for both runtimes, e.g. 1 or 1,2")
-    p.add_argument("--graph-optimization", default="all", choices=["disabled", "basic", "extended", "all"])
-    p.add_argument("--no-isolate", action="store_true", help="measure every backend in this one process")
-    p.add_argument("--out", default="latency_report", help="folder for latency.json/.md/.png")
-    _add_timing(p)
-    p.set_defaults(run=_profile)
-
-    p = commands.add_parser("bundle", help="write ONNX models + manifest + profile_bundle.py for a device")
-    p.add_argument("models", nargs="+", help=FACTORY_HELP)
-    p.add_argument("--out", required=True, help="the new bundle folder")
-    p.add_argument("--no-int8", action="store_true", help="leave out the dynamic-int8 variants")
-    _add_timing(p)
-    p.set_defaults(run=_bundle)
-
-    p = commands.add_parser("ingest", help="load a device's results JSON back as a latency report")
-    p.add_argument("results", help="results-<host>-<threads>t.json written by profile_bundle.py")
-    p.add_argument("--bundle", help="the bundle folder (default: the folder holding the results)")
-    p.add_argument("--out", help="folder for latency.json/.md/.png (default: RESULTS.report.* beside the results)")
-    p.set_defaults(run=_ingest)
-    return parser
+COMMANDS: dict[str, Subcommand] = {
+    "profile": Subcommand(
+        help="measure latency on this machine (torch and ONNX Runtime)",
+        description="Profile models interleaved round by round, each ONNX Runtime session (and torch, for a "
+        "factory) in a process of its own; writes latency.json / .md / .png into --out.",
+        run="ondevice.cli:_profile",
+        arguments="ondevice.cli:profile_arguments",
+    ),
+    "bundle": Subcommand(
+        help="write ONNX models + manifest + profile_bundle.py for a device",
+        description="Export each model (fp32 and dynamic int8), check it against torch, and write a bundle folder "
+        "that a board profiles with numpy and onnxruntime alone.",
+        run="ondevice.cli:_bundle",
+        arguments="ondevice.cli:bundle_arguments",
+    ),
+    "ingest": Subcommand(
+        help="load a device's results JSON back as a latency report",
+        description="Check a results file against the bundle it was measured on, then write it as a latency report.",
+        run="ondevice.cli:_ingest",
+        arguments="ondevice.cli:ingest_arguments",
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ondevice.device.runner import BundleError, ProfileError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (BundleError, ProfileError, FileExistsError, FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return dispatch("ondevice", "Latency on this host, bundles for a device, and their results.", COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ondevice.device.runner import atomic_path, ort_session, tile_batch
+from ondevice.device.runner import ort_session, tile_batch
+from ondevice.io import atomic_path
 
 ExampleInputs = torch.Tensor | Sequence[torch.Tensor]
 

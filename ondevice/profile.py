@@ -7,6 +7,7 @@ process of its own so thread pools never share one; candidates interleaved round
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -31,10 +32,10 @@ from ondevice.device.runner import (
     WorkerClient,
     environment,
     measure_interleaved,
+    ort_runner,
     serve,
     tile_batch,
 )
-from ondevice.device.runner import _worker_command as _ort_worker_command
 from ondevice.export import ExampleInputs, as_input_tuple, export_onnx, quantize_dynamic_int8
 from ondevice.report import LatencyReport, Measurement
 
@@ -329,27 +330,22 @@ def profile(
     owned = tempfile.TemporaryDirectory(prefix="ondevice-profile-") if workdir is None else None
     work = Path(owned.name if owned else workdir)
     work.mkdir(parents=True, exist_ok=True)
-    runners: dict[tuple[str, str, int], Any] = {}
     try:
         onnx_files = _prepare_onnx(candidates, backends, work)
-        for n_threads in thread_counts:
-            for c in candidates:
-                for backend in backends:
-                    key = (c.name, backend, int(n_threads))
-                    try:
-                        runners[key] = _make_runner(
-                            c, backend, int(n_threads), onnx_files, work, isolate, graph_optimization_level
-                        )
-                    except Exception as exc:
-                        raise ProfileError(f"model {c.name!r} on backend {backend!r}: could not load: {exc}") from exc
-        update, close_bar = _progress_bar(len(batch_sizes) * len(runners) * (min(rounds, repeats) + 1), progress)
+        loaders = {
+            (c.name, backend, int(n)): functools.partial(
+                _make_runner, c, backend, int(n), onnx_files, work, isolate, graph_optimization_level
+            )
+            for n in thread_counts
+            for c in candidates
+            for backend in backends
+        }
+        update, close_bar = _progress_bar(len(batch_sizes) * len(loaders) * (min(rounds, repeats) + 1), progress)
         try:
-            measurements = measure_interleaved(runners, [int(b) for b in batch_sizes], warmup, repeats, rounds, update)
+            measurements = measure_interleaved(loaders, [int(b) for b in batch_sizes], warmup, repeats, rounds, update)
         finally:
             close_bar()
     finally:
-        for runner in runners.values():
-            runner.close()
         if owned is not None:
             owned.cleanup()
     return LatencyReport(
@@ -426,8 +422,9 @@ def _make_runner(
     for name, array in arrays.items():
         files[name] = str(work / f"{_file_stem(c.name)}.{_file_stem(name)}.npy")
         np.save(files[name], array, allow_pickle=False)
-    load = {"onnx": str(path), "inputs": files, "threads": threads}
-    return WorkerClient(_ort_worker_command(), {**load, "graph_optimization_level": graph_optimization_level})
+    return ort_runner(
+        {"onnx": str(path), "inputs": files, "threads": threads, "graph_optimization_level": graph_optimization_level}
+    )
 
 
 if __name__ == "__main__":

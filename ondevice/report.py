@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ondevice.device.runner import atomic_path, write_json_atomic
+from ondevice.io import atomic_path, save_figure, write_json_atomic
 
 REPORT_FORMAT = "ondevice-latency-report"
 
@@ -193,9 +193,4 @@ class LatencyReport:
         ax_thr.legend(fontsize=8)
         fig.suptitle(f"{self.environment.get('cpu_model', '')} — {', '.join(self.models) or 'latency'}", fontsize=10)
         fig.tight_layout()
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=120)
-        finally:
-            plt.close(fig)
-        return path
+        return save_figure(fig, path)

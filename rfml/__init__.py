@@ -11,8 +11,8 @@ _EXPORTS = {
     "ClST": "rfml.models",
     "KDCNN": "rfml.models",
     "KDMobileNet": "rfml.models",
-    "Classifier": "rfml.classify",
-    "SKD": "rfml.classify",
+    "Classifier": "rfml.trainers",
+    "SKD": "rfml.trainers",
 }
 __all__ = ["__version__", *_EXPORTS]
 

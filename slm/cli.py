@@ -1,10 +1,13 @@
 """The ``slm`` command.
 
-- ``slm fit | validate | test -c configs/slm/<x>.yaml``: LightningCLI pre-training (``slm.train``).
+- ``slm fit | validate | test -c CONFIG``: LightningCLI pre-training (``slm.train``); ``CONFIG`` is a YAML path or
+  the name of a shipped config (``slm configs`` lists them).
 - ``slm profile --preset NAME | --config FILE``: prefill and decode latency, side by side (``slm.latency``).
 - ``slm search --budget 40e6:60e6``: runtime-first shape search (``slm.search``); ``--device-bundle DIR`` sends
-  the shortlist to a board, ``--ingest RESULTS.json`` finishes from the board's timings (``slm.device_search``).
+  the shortlist to a board, ``--ingest RESULTS.json`` finishes from the board's timings (``slm.search.device``).
 - ``slm export``: prefill and decode ONNX graphs of a preset, a config or a trained checkpoint.
+
+Every subcommand's code is imported only when it is chosen, so ``slm --help`` loads neither torch nor Lightning.
 """
 
 from __future__ import annotations
@@ -14,20 +17,84 @@ import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ondevice.cli import positive_ints
+from ondevice.command_line import Subcommand, dispatch, floats, lightning_commands, positive_ints
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
+if TYPE_CHECKING:  # annotations only: importing these at run time would load numpy for `slm --help`
+    from slm.arch import ArchConfig
+    from slm.latency import LatencyPredictor
+    from slm.search import Budget, SearchResult, SearchSpace
+
+DESCRIPTION = "Small language models shaped for a device: runtime-first shape search, latency, pre-training."
+DEFAULT_SEARCH_OUT = "runs/slm_search"
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+# ------------------------------------------------------------------------------------------------- arguments
 
 
-def _configs(args: argparse.Namespace) -> dict:
+def _shape_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", action="append", help="a preset name (repeatable)")
+    parser.add_argument("--config", action="append", help="an ArchConfig YAML or an slm fit config (repeatable)")
+
+
+def _timing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5)
+
+
+def profile_arguments(parser: argparse.ArgumentParser) -> None:
+    _shape_arguments(parser)
+    parser.add_argument("--prompt-length", type=int, default=64)
+    parser.add_argument("--past-lengths", type=positive_ints, default=[256], help="decode past lengths, e.g. 256,1024")
+    parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, onnxruntime-int8, torch (comma list)")
+    parser.add_argument("--out", help="folder for latency.json")
+    _timing_arguments(parser)
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    _shape_arguments(parser)
+    parser.add_argument("--checkpoint", help="a checkpoint written by slm fit")
+    parser.add_argument("--int8", action="store_true", help="also write dynamic int8 graphs")
+    parser.add_argument("--out", required=True)
+
+
+def search_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--budget", help="parameter range MIN:MAX, e.g. 40e6:60e6 or 40M:60M")
+    parser.add_argument("--count", choices=("compute", "total"), default="compute",
+                        help="budget counts non-embedding + LM head (compute, default) or all parameters")  # fmt: skip
+    parser.add_argument(
+        "--objective",
+        default="decode_ms=1,prefill_ms=1",
+        help="weights of decode_ms, prefill_ms, memory_bytes (default: decode_ms=1,prefill_ms=1)",
+    )
+    parser.add_argument("--vocab-size", type=int, default=32000, help="the tokenizer's vocabulary (fixed)")
+    parser.add_argument("--context-length", type=int, default=2048)
+    parser.add_argument("--hidden-sizes", type=positive_ints, help="comma list (default 256..1536 by 64)")
+    parser.add_argument("--num-layers", type=positive_ints, help="comma list (default 4..40)")
+    parser.add_argument("--head-dims", type=positive_ints, help="comma list (default 64,128)")
+    parser.add_argument("--ffn-ratios", type=floats, help="comma list (default 2,2.5,3,3.5,4)")
+    parser.add_argument("--prompt-length", type=int, default=64)
+    parser.add_argument("--past-length", type=int, default=256)
+    parser.add_argument("--predictor", help="a predictor JSON saved by an earlier search (skips calibration)")
+    parser.add_argument("--calibration", type=int, default=12, help="shapes timed to fit the predictor")
+    parser.add_argument("--top-k", type=int, default=6, help="screened shapes measured for real")
+    parser.add_argument("--population", type=int, default=32)
+    parser.add_argument("--generations", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device-bundle", help="write the shortlist as a bundle for the board, then stop")
+    parser.add_argument("--ingest", help="a results JSON from `python -m ondevice.device` on the bundle")
+    parser.add_argument("--bundle", help="the bundle folder of --ingest (default: the results file's folder)")
+    parser.add_argument("--out", help=f"output folder (default {DEFAULT_SEARCH_OUT})")
+    _timing_arguments(parser)
+
+
+# ------------------------------------------------------------------------------------------------------ runs
+
+
+def _configs(args: argparse.Namespace) -> dict[str, ArchConfig]:
     from slm.arch import ArchConfig
 
     configs = {name: ArchConfig.from_name(name) for name in args.preset or []}
@@ -39,26 +106,20 @@ def _configs(args: argparse.Namespace) -> dict:
     return configs
 
 
-def _timing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+def _timing(args: argparse.Namespace) -> dict[str, int]:
+    return {"warmup": args.warmup, "repeats": args.repeats, "rounds": args.rounds}
 
 
 def _profile(args: argparse.Namespace) -> int:
     from slm.latency import measure
 
-    configs = _configs(args)
     table = measure(
-        configs,
+        _configs(args),
         prompt_length=args.prompt_length,
         past_lengths=args.past_lengths,
         backends=args.backends.split(","),
         threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        rounds=args.rounds,
+        **_timing(args),
     )
     print(table.to_markdown())
     if args.out:
@@ -82,10 +143,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from slm.search import Budget, Objective, SearchSpace, host_measure, predictor_screen, run_search
+    from slm.search import Budget, Objective, SearchSpace, evolve, host_measure, predictor_screen, run_search, shortlist
 
     if args.ingest:
-        from slm.device_search import ingest_search_results
+        from slm.search.device import ingest_search_results
 
         result = ingest_search_results(args.ingest, args.bundle)
         return _report(result, Path(args.out or Path(args.ingest).parent / "search"))
@@ -104,15 +165,13 @@ def _search(args: argparse.Namespace) -> int:
         context_length=args.context_length,
         **{k: tuple(v) for k, v in shape.items() if v is not None},
     )
-    predictor = _predictor(args, space, budget)
-    screen = predictor_screen(predictor, args.prompt_length, args.past_length)
+    screen = predictor_screen(_predictor(args, space, budget), args.prompt_length, args.past_length)
+    evolution = {"population": args.population, "generations": args.generations, "seed": args.seed}
+    lengths = {"prompt_length": args.prompt_length, "past_length": args.past_length}
     if args.device_bundle:
-        from slm.device_search import write_search_bundle
-        from slm.search import evolve, shortlist
+        from slm.search.device import write_search_bundle
 
-        screened = evolve(
-            space, budget, screen, objective, population=args.population, generations=args.generations, seed=args.seed
-        )
+        screened = evolve(space, budget, screen, objective, **evolution)
         chosen = shortlist([e for e in screened if budget.contains(e.config)], objective, args.top_k)
         bundle = write_search_bundle(
             chosen,
@@ -121,39 +180,19 @@ def _search(args: argparse.Namespace) -> int:
             budget=budget,
             objective=objective,
             screened=screened,
-            prompt_length=args.prompt_length,
-            past_length=args.past_length,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            rounds=args.rounds,
+            **lengths,
+            **_timing(args),
         )
         print(f"bundle of {len(chosen)} shapes: {bundle}")
         print(f"on the board:  python -m ondevice.device {bundle} --threads {args.threads}")
         print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
         return 0
-    measure = host_measure(
-        args.prompt_length,
-        args.past_length,
-        threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        rounds=args.rounds,
-    )
-    result = run_search(
-        space,
-        budget,
-        objective,
-        screen=screen,
-        measure=measure,
-        top_k=args.top_k,
-        population=args.population,
-        generations=args.generations,
-        seed=args.seed,
-    )
-    return _report(result, Path(args.out or "runs/slm_search"))
+    measure = host_measure(args.prompt_length, args.past_length, threads=args.threads, **_timing(args))
+    result = run_search(space, budget, objective, screen=screen, measure=measure, top_k=args.top_k, **evolution)
+    return _report(result, Path(args.out or DEFAULT_SEARCH_OUT))
 
 
-def _predictor(args: argparse.Namespace, space, budget):
+def _predictor(args: argparse.Namespace, space: SearchSpace, budget: Budget) -> LatencyPredictor:
     """A saved predictor, or one fitted now on shapes around the budget measured on this machine."""
     from slm.latency import FEATURES, LatencyPredictor, measure
     from slm.search import Budget, shape_name
@@ -171,18 +210,16 @@ def _predictor(args: argparse.Namespace, space, budget):
         prompt_length=args.prompt_length,
         past_lengths=(args.past_length,),
         threads=args.threads,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        rounds=args.rounds,
+        **_timing(args),
     )
     predictor = LatencyPredictor.fit(table)
-    out = Path(args.out or "runs/slm_search")
+    out = Path(args.out or DEFAULT_SEARCH_OUT)
     print(f"calibration table: {table.save_json(out / 'calibration.json')}", file=sys.stderr)
     print(f"predictor: {predictor.save_json(out / 'predictor.json')}", file=sys.stderr)
     return predictor
 
 
-def _report(result, out: Path) -> int:
+def _report(result: SearchResult, out: Path) -> int:
     paths = result.save(out)
     chosen = result.measured[result.chosen_index]
     print(f"chosen: {result.chosen.summary()}")
@@ -192,73 +229,36 @@ def _report(result, out: Path) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slm",
-        description="Small language models shaped for a device. Training: slm fit|validate|test -c CONFIG.yaml "
-        "(LightningCLI; `slm fit --help`). Tools:",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    profile = commands.add_parser("profile", help="time prefill and decode of shapes side by side")
-    profile.add_argument("--preset", action="append", help="a preset name (repeatable)")
-    profile.add_argument("--config", action="append", help="an ArchConfig YAML or an slm fit config (repeatable)")
-    profile.add_argument("--prompt-length", type=int, default=64)
-    profile.add_argument("--past-lengths", type=positive_ints, default=[256], help="decode past lengths, e.g. 256,1024")
-    profile.add_argument("--backends", default="onnxruntime", help="onnxruntime, onnxruntime-int8, torch (comma list)")
-    profile.add_argument("--out", help="folder for latency.json")
-    _timing(profile)
-    profile.set_defaults(run=_profile)
-
-    export = commands.add_parser("export", help="prefill and decode ONNX graphs, checked against torch to 1e-4")
-    export.add_argument("--preset", action="append")
-    export.add_argument("--config", action="append")
-    export.add_argument("--checkpoint", help="a checkpoint written by slm fit")
-    export.add_argument("--int8", action="store_true", help="also write dynamic int8 graphs")
-    export.add_argument("--out", required=True)
-    export.set_defaults(run=_export)
-
-    search = commands.add_parser("search", help="runtime-first shape search at a parameter budget")
-    search.add_argument("--budget", help="parameter range MIN:MAX, e.g. 40e6:60e6 or 40M:60M")
-    search.add_argument("--count", choices=("compute", "total"), default="compute",
-                        help="budget counts non-embedding + LM head (compute, default) or all parameters")  # fmt: skip
-    search.add_argument(
-        "--objective",
-        default="decode_ms=1,prefill_ms=1",
-        help="weights of decode_ms, prefill_ms, memory_bytes (default: decode_ms=1,prefill_ms=1)",
-    )
-    search.add_argument("--vocab-size", type=int, default=32000, help="the tokenizer's vocabulary (fixed)")
-    search.add_argument("--context-length", type=int, default=2048)
-    search.add_argument("--hidden-sizes", type=positive_ints, help="comma list (default 256..1536 by 64)")
-    search.add_argument("--num-layers", type=positive_ints, help="comma list (default 4..40)")
-    search.add_argument("--head-dims", type=positive_ints, help="comma list (default 64,128)")
-    search.add_argument("--ffn-ratios", type=_floats, help="comma list (default 2,2.5,3,3.5,4)")
-    search.add_argument("--prompt-length", type=int, default=64)
-    search.add_argument("--past-length", type=int, default=256)
-    search.add_argument("--predictor", help="a predictor JSON saved by an earlier search (skips calibration)")
-    search.add_argument("--calibration", type=int, default=12, help="shapes timed to fit the predictor")
-    search.add_argument("--top-k", type=int, default=6, help="screened shapes measured for real")
-    search.add_argument("--population", type=int, default=32)
-    search.add_argument("--generations", type=int, default=20)
-    search.add_argument("--seed", type=int, default=0)
-    search.add_argument("--device-bundle", help="write the shortlist as a bundle for the board, then stop")
-    search.add_argument("--ingest", help="a results JSON from `python -m ondevice.device` on the bundle")
-    search.add_argument("--bundle", help="the bundle folder of --ingest (default: the results file's folder)")
-    search.add_argument("--out", help="output folder (default runs/slm_search)")
-    _timing(search)
-    search.set_defaults(run=_search)
-    return parser
+COMMANDS: dict[str, Subcommand] = {
+    **lightning_commands("slm", "slm.train:lightning_main", ("fit", "validate", "test")),
+    "profile": Subcommand(
+        help="time prefill and decode of shapes side by side",
+        description="Export each shape's prefill and decode graphs (random weights) and time them interleaved, "
+        "round by round; prints a Markdown table and, with --out, writes latency.json.",
+        run="slm.cli:_profile",
+        arguments="slm.cli:profile_arguments",
+    ),
+    "export": Subcommand(
+        help="prefill and decode ONNX graphs, checked against torch to 1e-4",
+        description="Write <name>.prefill.onnx and <name>.decode.onnx (and int8 twins with --int8) for each preset, "
+        "config or checkpoint of `slm fit`.",
+        run="slm.cli:_export",
+        arguments="slm.cli:export_arguments",
+    ),
+    "search": Subcommand(
+        help="runtime-first shape search at a parameter budget",
+        description="NSGA-II over decoder shapes inside --budget, screened by a latency predictor (fitted now on "
+        "this machine, or --predictor), then the shortlist measured for real; writes front.json, front.png and "
+        "chosen.yaml (an slm fit config). --device-bundle sends the shortlist to a board; --ingest finishes from "
+        "the board's results.",
+        run="slm.cli:_search",
+        arguments="slm.cli:search_arguments",
+    ),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS:
-        from slm.train import lightning_main
-
-        lightning_main(argv)
-        return 0
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    return dispatch("slm", DESCRIPTION, COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ondevice.device.runner import atomic_path, write_json_atomic
+from ondevice.io import atomic_path, sha256_file, write_json_atomic
 
 EOT = "<|endoftext|>"
 SPECIAL_TOKENS = (EOT,)
@@ -84,14 +84,6 @@ def files_digest(files: Sequence[str | os.PathLike]) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f"{Path(f).resolve()}\0{os.path.getsize(f)}\n".encode())
-    return h.hexdigest()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 

@@ -17,8 +17,9 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
 from ondevice.distill import kd_loss
+from ondevice.io import sha256_file
 from slm.arch import ArchConfig
-from slm.data import EOT, META_NAME, TOKENIZER_NAME, sha256_file
+from slm.data import EOT, META_NAME, TOKENIZER_NAME
 from slm.model import GPT
 
 # The key under which `LanguageModel` records what a checkpoint needs besides weights (tokenizer, provenance).
@@ -141,7 +142,7 @@ class LanguageModel(L.LightningModule):
         if not Path(path).is_file():
             raise FileNotFoundError(
                 f"LanguageModel.teacher_checkpoint: {path}: no such file; train the teacher first "
-                "(slm fit -c configs/slm/tiny_teacher.yaml) or pass --model.init_args.teacher_checkpoint PATH"
+                "(slm fit -c slm/configs/tiny_teacher.yaml) or pass --model.init_args.teacher_checkpoint PATH"
             )
         checkpoint = read_checkpoint(path)
         teacher = load_gpt(checkpoint, f"teacher_checkpoint {path}")
@@ -358,33 +359,10 @@ def _arch_vocab_size(arch: Any) -> int:
 # ------------------------------------------------------------------------------------------------------ sampling
 
 
-def sample(
-    checkpoint: str | os.PathLike,
-    prompt: str = "",
-    max_new_tokens: int = 64,
-    temperature: float = 0.8,
-    top_k: int | None = 40,
-    *,
-    seed: int = 0,
-    tokenizer: str | os.PathLike | None = None,
-    stop_at_eot: bool = False,
-) -> str:
-    """The prompt continued by ``max_new_tokens`` tokens sampled from a checkpoint of `slm fit`, as text.
-
-    The tokenizer is the one recorded in the checkpoint (its data dir's ``tokenizer.json``, checked by hash),
-    or ``tokenizer`` if given. Generation starts after ``<|endoftext|>``, as every training document does.
-    """
-    text, _ = sample_tokens(
-        checkpoint,
-        prompt,
-        max_new_tokens,
-        temperature,
-        top_k,
-        seed=seed,
-        tokenizer=tokenizer,
-        stop_at_eot=stop_at_eot,
-    )
-    return text
+def sample(checkpoint: str | os.PathLike, prompt: str = "", **options: Any) -> str:
+    """The prompt continued by tokens sampled from a checkpoint of `slm fit`, as text; `options` are those of
+    `sample_tokens` (max_new_tokens, temperature, top_k, seed, tokenizer, stop_at_eot)."""
+    return sample_tokens(checkpoint, prompt, **options)[0]
 
 
 def sample_tokens(
@@ -398,7 +376,12 @@ def sample_tokens(
     tokenizer: str | os.PathLike | None = None,
     stop_at_eot: bool = False,
 ) -> tuple[str, list[int]]:
-    """As `sample`, also returning the ids of the new tokens."""
+    """The prompt continued by ``max_new_tokens`` tokens sampled from a checkpoint of `slm fit`, as text, and the
+    ids of the new tokens.
+
+    The tokenizer is the one recorded in the checkpoint (its data dir's ``tokenizer.json``, checked by hash),
+    or ``tokenizer`` if given. Generation starts after ``<|endoftext|>``, as every training document does.
+    """
     from tokenizers import Tokenizer
 
     if max_new_tokens < 1:

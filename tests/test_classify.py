@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ondevice.distill import kd_loss, student_state_dict
-from rfml.classify import SKD, Classifier, skd_loss
 from rfml.data.module import shard_rows
-from rfml.evaluation import SNRConfusion, summarize, write_report
 from rfml.models import create
+from rfml.trainers import SKD, Classifier
+from rfml.trainers.evaluation import SNRConfusion, summarize_confusion, write_amr_report
+from rfml.trainers.skd import skd_loss
 
 torch.set_num_threads(1)
 
@@ -26,7 +27,7 @@ def test_snr_confusion_counts_and_summary_match_a_hand_count() -> None:
     preds = torch.tensor([0, 1, 1, 2, 1, 2, 0])
     snr = torch.tensor([-10, -10, -10, 10, 10, 18, 18])
     metric.update(F.one_hot(preds, 3).float(), target, snr)  # logits are reduced by argmax
-    summary = summarize(metric.compute(), ["a", "b", "c"])
+    summary = summarize_confusion(metric.compute(), ["a", "b", "c"])
     assert summary["examples"] == 7
     assert summary["snrs_db"] == [-10, 10, 18]
     assert summary["accuracy_by_snr"] == pytest.approx([2 / 3, 1 / 2, 1.0])
@@ -46,7 +47,7 @@ def test_snr_confusion_refuses_snrs_outside_its_bins() -> None:
 def test_summary_without_high_snr_examples_says_none() -> None:
     metric = SNRConfusion(2)
     metric.update(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 2]))
-    summary = summarize(metric.compute())
+    summary = summarize_confusion(metric.compute())
     assert summary["accuracy_snr_ge_10db"] is None
     assert summary["classes"] == ["0", "1"]
 
@@ -54,8 +55,8 @@ def test_summary_without_high_snr_examples_says_none() -> None:
 def test_report_folder_holds_the_metrics_and_three_plots(tmp_path: Path) -> None:
     metric = SNRConfusion(2)
     metric.update(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]), torch.tensor([-4, 12, 12, 0]))
-    summary = summarize(metric.compute(), ["BPSK", "QPSK"])
-    paths = write_report(summary, tmp_path / "report", name="kd_cnn")
+    summary = summarize_confusion(metric.compute(), ["BPSK", "QPSK"])
+    paths = write_amr_report(summary, tmp_path / "report", name="kd_cnn")
     written = json.loads(paths["metrics"].read_text())
     assert written["model"] == "kd_cnn"
     assert written["accuracy"] == pytest.approx(3 / 4)
@@ -65,6 +66,20 @@ def test_report_folder_holds_the_metrics_and_three_plots(tmp_path: Path) -> None
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == sorted(
         ["metrics.json", "accuracy_vs_snr.png", "confusion.png", "confusion_snr_ge_10db.png"]
     )
+
+
+def test_report_of_a_summary_at_another_high_snr_threshold_uses_its_keys(tmp_path: Path) -> None:
+    metric = SNRConfusion(2)
+    metric.update(torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0]), torch.tensor([-4, 12, 12, 0]))
+    summary = summarize_confusion(metric.compute(), ["BPSK", "QPSK"], high_snr_db=0)
+    assert summary["high_snr_db"] == 0
+    assert summary["accuracy_snr_ge_0db"] == pytest.approx(2 / 3)  # SNR 0 and 12: 2 right of 3
+    assert summary["confusion_snr_ge_0db"] == [[1, 1], [0, 1]]
+    assert "accuracy_snr_ge_10db" not in summary
+    paths = write_amr_report(summary, tmp_path / "report", name="m")
+    assert paths["confusion_high_snr"].name == "confusion_snr_ge_0db.png"
+    assert paths["confusion_high_snr"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(paths["metrics"].read_text())["accuracy_snr_ge_0db"] == pytest.approx(2 / 3)
 
 
 def test_shards_are_disjoint_cover_evaluation_and_are_equal_for_training() -> None:

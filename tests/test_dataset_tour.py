@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rfml import RadioML2016, SignalDataModule
-from rfml.dataset_tour import main
+from rfml.examples.dataset_tour import main
 
 
 def test_demo_writes_a_real_layout_file_that_reads_back_equal_and_splits_6_2_2(tmp_path: Path) -> None:

@@ -63,13 +63,28 @@ def test_bundle_holds_models_inputs_manifest_and_the_runner(bundle):
     assert not [p for p in bundle.parent.iterdir() if p.name.endswith(".partial")]
 
 
-def test_copied_runner_profiles_the_bundle_without_torch_or_ondevice(bundle, no_torch_path, tmp_path):
-    board = tmp_path / "board"
+@pytest.fixture(scope="module")
+def board(bundle, no_torch_path, tmp_path_factory):
+    """The bundle copied to a "board" and profiled there by its own profile_bundle.py; returns the board folder.
+
+    Only the bundle folder, numpy and onnxruntime: neither torch nor the ondevice package can load.
+    """
+    board = tmp_path_factory.mktemp("device") / "board"
     shutil.copytree(bundle, board)
-    # Only the bundle folder, numpy and onnxruntime: neither torch nor the ondevice package can load.
-    proc = _run_device([board / "profile_bundle.py", board, "--threads", "1"], [no_torch_path], cwd=tmp_path)
+    proc = _run_device([board / "profile_bundle.py", board, "--threads", "1"], [no_torch_path], cwd=board.parent)
     assert proc.returncode == 0, proc.stderr
-    (results_file,) = board.glob("results-*-1t.json")
+    return board
+
+
+@pytest.fixture(scope="module")
+def results_file(board, tmp_path_factory):
+    """The board's results, copied back to a folder of their own on the host."""
+    (written,) = board.glob("results-*-1t.json")
+    return Path(shutil.copyfile(written, tmp_path_factory.mktemp("results") / "results-board-1t.json"))
+
+
+def test_copied_runner_profiles_the_bundle_without_torch_or_ondevice(bundle, board):
+    (results_file,) = board.glob("results-*-1t.json")  # the default name: results-<host>-<threads>t.json
     results = json.loads(results_file.read_text())
     assert results["bundle_id"] == read_manifest(bundle)["bundle_id"]
     cells = [(m["model"], m["backend"], m["batch_size"]) for m in results["measurements"]]
@@ -99,14 +114,6 @@ def test_python_m_ondevice_device_runs_with_torch_blocked(bundle, no_torch_path,
     results = json.loads(out.read_text())
     assert {m["n"] for m in results["measurements"]} == {3}
     assert results["settings"]["isolate"] is False
-
-
-@pytest.fixture(scope="module")
-def results_file(bundle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("results") / "results-board-1t.json"
-    proc = _run_device([RUNNER, bundle, "--threads", "1", "--out", out], [], cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 def test_ingest_returns_a_latency_report_of_the_device_results(bundle, results_file):
@@ -187,46 +194,13 @@ def test_bundle_refuses_an_existing_folder_and_leaves_nothing_on_failure(tmp_pat
         write_bundle({"cnn": small_cnn(width=8, length=64)}, tmp_path / "b")
 
 
-def test_cli_profile_and_bundle(tmp_path, capsys):
-    out = tmp_path / "report"
-    code = ondevice_main(
-        [
-            "profile",
-            "ondevice.examples:small_cnn",
-            "--backends",
-            "torch,onnxruntime",
-            "--repeats",
-            "3",
-            "--warmup",
-            "1",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
-    report = json.loads((out / "latency.json").read_text())
-    assert [(m["model"], m["backend"]) for m in report["measurements"]] == [
-        ("small_cnn", "torch"),
-        ("small_cnn", "onnxruntime"),
-    ]
-    assert (out / "latency.png").is_file() and (out / "latency.md").is_file()
-    assert (
-        ondevice_main(
-            [
-                "bundle",
-                "tiny=ondevice.examples:small_cnn",
-                "--out",
-                str(tmp_path / "b"),
-                "--no-int8",
-                "--batch-sizes",
-                "1,4",
-            ]
-        )
-        == 0
-    )
+def test_cli_bundle_names_the_models_and_takes_the_batch_sizes(tmp_path, capsys):
+    args = ["bundle", "tiny=ondevice.examples:small_cnn", "--out", str(tmp_path / "b"), "--no-int8"]
+    assert ondevice_main([*args, "--batch-sizes", "1,4"]) == 0
     manifest = read_manifest(tmp_path / "b")
     assert [(e["name"], e["backend"], e["batch_sizes"]) for e in manifest["models"]] == [
         ("tiny", "onnxruntime", [1, 4])
     ]
-    assert ondevice_main(["profile", "nowhere.mod:f"]) == 2
-    assert "factory 'nowhere.mod:f': cannot import module" in capsys.readouterr().err
+    assert f"bundle: {tmp_path / 'b'} (1 models)" in capsys.readouterr().out
+    assert ondevice_main(args) == 2  # the folder exists now
+    assert "already exists" in capsys.readouterr().err

@@ -25,6 +25,7 @@ from ondevice.distill import (
     align_feature,
     hybrid_loss,
     kd_loss,
+    load_weights,
     make_adapter,
     row_digests,
     student_state_dict,
@@ -490,8 +491,9 @@ def test_teacher_checkpoint_finds_the_lightning_prefix(tmp_path: Path) -> None:
     torch.save({"state_dict": {f"model.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, lightning_style)
     plain = tmp_path / "teacher.pt"
     torch.save(source.state_dict(), plain)
-    for path in (lightning_style, plain):
+    for path, prefix in ((lightning_style, "model."), (plain, "")):
         torch.manual_seed(1)
+        assert load_weights(TinyTeacher(), path) == prefix  # the general loader, on any network
         module = DistillationModule(TinyStudent(), TinyTeacher(), teacher_checkpoint=str(path))
         for key, value in source.state_dict().items():
             assert torch.equal(module.teacher.state_dict()[key], value)

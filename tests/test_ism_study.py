@@ -1,12 +1,11 @@
-"""`rfml ism-study` and its EpochTimer: timing values, per-technology accuracy, the report, resume, end to end."""
+"""`rfml ism-study` and its EpochTimer: timing bookkeeping, per-technology accuracy, the report, resume, end to end."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
-import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,44 +16,60 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from rfml import ism_study
-from rfml.callbacks import EpochTimer
 from rfml.cli import main
 from rfml.data.ism import CLASSES_ISM
-from rfml.ism_study import (
-    PAPER_PCA,
-    RunSpec,
-    StudyConfig,
-    StudyConfigError,
-    plan_runs,
-    run_study,
-    technology_accuracy,
-    write_report,
-)
+from rfml.studies.ism import runs as ism_runs
+from rfml.studies.ism.config import ISMStudyConfig, base_config_path, fingerprint, load_base_config, parse_setting
+from rfml.studies.ism.plan import RunSpec, plan_runs, run_yaml, split_counts
+from rfml.studies.ism.report import PAPER_PCA, write_ism_report
+from rfml.studies.ism.runs import technology_accuracy
+from rfml.studies.ism.study import load_ism_results, run_study
+from rfml.studies.results import StudyConfigError
+from rfml.trainers.callbacks import EpochTimer
 
 torch.set_num_threads(1)
 
-TRAIN_SLEEP = 0.03  # seconds per training batch
-VAL_SLEEP = 0.25  # seconds per validation batch: must never show in the training seconds
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_STEP = 1.0  # clock seconds each training batch takes
+VAL_STEP = 100.0  # clock seconds each validation batch takes: must never show in the training seconds
 TRAIN_BATCHES = 3
 VAL_BATCHES = 2
+EPOCH = TRAIN_BATCHES * TRAIN_STEP
+
+
+class Clock:
+    """A counter in place of EpochTimer's wall clock, advanced by the scripted steps: exact, on any machine."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    counter = Clock()
+    monkeypatch.setattr(EpochTimer, "clock", staticmethod(counter))
+    return counter
 
 
 class Scripted(pl.LightningModule):
-    """Training and validation steps of known duration; the validation loss of epoch e is ``losses[e]``."""
+    """Training and validation steps of known duration on ``clock``; the validation loss of epoch e is ``losses[e]``."""
 
-    def __init__(self, losses: list[float]) -> None:
+    def __init__(self, losses: list[float], clock: Clock) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(4, 2)
         self.losses = losses
+        self.clock = clock
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        time.sleep(TRAIN_SLEEP)
+        self.clock.now += TRAIN_STEP
         x, y = batch
         return F.cross_entropy(self.layer(x), y)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        time.sleep(VAL_SLEEP)
+        self.clock.now += VAL_STEP
         loss = self.losses[self.current_epoch] if not self.trainer.sanity_checking else 99.0
         self.log("val/loss", loss, batch_size=len(batch[0]))
         self.log("val/acc", 1.0 / (1 + self.current_epoch), batch_size=len(batch[0]))
@@ -82,56 +97,59 @@ def trainer(tmp_path: Path, max_epochs: int, callbacks: list[Any]) -> pl.Trainer
     )
 
 
-def test_epoch_timer_counts_training_only_and_finds_the_best_epoch(tmp_path: Path) -> None:
+def test_epoch_timer_counts_training_only_and_finds_the_best_epoch(tmp_path: Path, clock: Clock) -> None:
     losses = [3.0, 1.0, 2.0, 2.5, 0.1]  # best at epoch 2; patience 1 stops after epoch 3
     timer = EpochTimer()
     fit = trainer(tmp_path, 10, [timer, EarlyStopping("val/loss", patience=1)])
     train, val = loaders()
-    fit.fit(Scripted(losses), train, val)
+    fit.fit(Scripted(losses, clock), train, val)
 
     assert timer.epochs == 3 == len(timer.epoch_seconds) == fit.current_epoch
     assert timer.val_loss == [3.0, 1.0, 2.0]  # the sanity check (99.0) is not an epoch
     assert timer.val_acc == pytest.approx([1.0, 1 / 2, 1 / 3])
-    train_time = TRAIN_BATCHES * TRAIN_SLEEP
-    for seconds in timer.epoch_seconds:
-        # All training batches are in, the 0.3 s of validation per epoch is not.
-        assert train_time <= seconds < train_time + VAL_BATCHES * VAL_SLEEP
+    # Every training batch is in, no validation batch (100 clock seconds each, the sanity check's included).
+    assert timer.epoch_seconds == [EPOCH] * 3
+    assert clock.now == 3 * EPOCH + (3 + 1) * VAL_BATCHES * VAL_STEP
     assert timer.best_epoch == 2
-    assert timer.seconds_to_best == pytest.approx(timer.epoch_seconds[0] + timer.epoch_seconds[1])
-    assert timer.total_seconds == pytest.approx(sum(timer.epoch_seconds))
-    assert fit.callback_metrics["time/train_epoch_s"].item() == pytest.approx(timer.epoch_seconds[-1])
+    assert timer.seconds_to_best == 2 * EPOCH
+    assert timer.total_seconds == 3 * EPOCH
+    assert timer.median_epoch_seconds == EPOCH
+    assert timer.best_val_acc == pytest.approx(1 / 2)
+    assert fit.callback_metrics["time/train_epoch_s"].item() == EPOCH
     logged = (Path(fit.logger.log_dir) / "metrics.csv").read_text().splitlines()
     column = logged[0].split(",").index("time/train_epoch_s")
     values = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
-    assert values == pytest.approx(timer.epoch_seconds)
+    assert values == [EPOCH] * 3
 
 
 @pytest.mark.parametrize("on_train_epoch_end", [True, False], ids=["saved-on-epoch-end", "saved-on-validation-end"])
-def test_epoch_timer_continues_its_lists_after_a_checkpoint_resume(tmp_path: Path, on_train_epoch_end: bool) -> None:
+def test_epoch_timer_continues_its_lists_after_a_checkpoint_resume(
+    tmp_path: Path, clock: Clock, on_train_epoch_end: bool
+) -> None:
     losses = [3.0, 2.0, 0.5, 1.0]
     train, val = loaders()
     first = EpochTimer()
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path / "ckpt", save_last=True, monitor="val/loss", save_on_train_epoch_end=on_train_epoch_end
     )
-    trainer(tmp_path, 2, [first, checkpoint]).fit(Scripted(losses), train, val)
+    trainer(tmp_path, 2, [first, checkpoint]).fit(Scripted(losses, clock), train, val)
+    assert first.epoch_seconds == [EPOCH, EPOCH]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
     state = next(v for k, v in saved.items() if k.startswith("EpochTimer"))
     # Written on validation end, the checkpoint is inside epoch 2: its seconds so far travel separately.
     in_progress = [state["epoch_in_progress_seconds"]] if "epoch_in_progress_seconds" in state else []
     assert bool(in_progress) != on_train_epoch_end
-    assert state["epoch_seconds"] + in_progress == pytest.approx(first.epoch_seconds)
+    assert state["epoch_seconds"] + in_progress == [EPOCH, EPOCH]
     assert state["val_loss"] == [3.0, 2.0]
 
     resumed = EpochTimer()
     fit = trainer(tmp_path, 4, [resumed, ModelCheckpoint(dirpath=tmp_path / "ckpt2", monitor="val/loss")])
-    fit.fit(Scripted(losses), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    fit.fit(Scripted(losses, clock), train, val, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     assert resumed.epochs == 4
-    assert resumed.epoch_seconds[:2] == pytest.approx(first.epoch_seconds, abs=0.02)
-    assert all(s >= TRAIN_BATCHES * TRAIN_SLEEP for s in resumed.epoch_seconds)
+    assert resumed.epoch_seconds == [EPOCH] * 4  # the carried seconds of epoch 2, and no batch counted twice
     assert resumed.val_loss == [3.0, 2.0, 0.5, 1.0]
     assert resumed.best_epoch == 3
-    assert resumed.seconds_to_best == pytest.approx(sum(resumed.epoch_seconds[:3]))
+    assert resumed.seconds_to_best == 3 * EPOCH
 
     restored = EpochTimer()
     restored.load_state_dict(resumed.state_dict())
@@ -155,28 +173,37 @@ def test_technology_accuracy_from_a_known_confusion_matrix() -> None:
 
 
 def test_plan_expands_sample_and_gives_headline_rows_their_seeds() -> None:
-    config = StudyConfig(out="x", data="d", seeds=3, sweep_seeds=1, methods=["pca", "uniform"], rates=[2, 16])
+    config = ISMStudyConfig(out="x", data="d", seeds=3, sweep_seeds=1, methods=["pca", "uniform"], rates=[2, 16])
     keys = [spec.key for spec in plan_runs(config)]
     assert keys == [
         "full/s0", "full/s1", "full/s2", "band4/s0", "band4/s1", "band4/s2", "band2/s0",
         "sample/pca/2/s0", "sample/pca/16/s0", "sample/uniform/2/s0", "sample/uniform/16/s0",
     ]  # fmt: skip
-    assert len(plan_runs(StudyConfig(out="x", data="d"))) == 23  # 3 + 3 + 1 + 4 methods × 4 rates
+    assert len(plan_runs(ISMStudyConfig(out="x", data="d"))) == 23  # 3 + 3 + 1 + 4 methods × 4 rates
     with pytest.raises(ValueError, match="unknown setting 'band3'"):
-        StudyConfig(out="x", data="d", settings=["band3"])
+        ISMStudyConfig(out="x", data="d", settings=["band3"])
     with pytest.raises(ValueError, match="exactly one of data"):
-        StudyConfig(out="x")
+        ISMStudyConfig(out="x")
+
+
+def test_the_base_config_is_the_packaged_one() -> None:
+    shipped = resources.files("rfml") / "configs"
+    assert base_config_path(ISMStudyConfig(out="x", data="d")) == shipped / "ism_cnn.yaml"
+    assert base_config_path(ISMStudyConfig(out="x", data="d", model="ism_resnet")) == shipped / "ism_resnet.yaml"
+    assert base_config_path(ISMStudyConfig(out="x", data="d", model="ism_new")) == shipped / "ism_cnn.yaml"
+    with pytest.raises(FileNotFoundError, match=r"nothing\.yaml: no such config"):
+        base_config_path(ISMStudyConfig(out="x", data="d", config="nothing.yaml"))
 
 
 def test_split_counts_follow_the_stratified_split() -> None:
-    assert ism_study.split_counts(715, "384:96:235") == [384, 96, 235]  # the paper's 480 / 235, 96 for validation
-    assert ism_study.split_counts(6, "384:96:235") == [3, 1, 2]
-    assert ism_study.split_counts(5, "384:96:235") == [3, 0, 2]
+    assert split_counts(715, "384:96:235") == [384, 96, 235]  # the paper's 480 / 235, 96 for validation
+    assert split_counts(6, "384:96:235") == [3, 1, 2]
+    assert split_counts(5, "384:96:235") == [3, 0, 2]
 
 
 def test_too_few_generated_examples_for_a_validation_part_are_refused(tmp_path: Path, fake: Any) -> None:
     with pytest.raises(ValueError, match=r"gives \[3, 0, 2\] examples.*try 6 or more"):
-        run_study(StudyConfig(out=str(tmp_path), generate_per_key=5, settings=["full"]), progress=False)
+        run_study(ISMStudyConfig(out=str(tmp_path), generate_per_key=5, settings=["full"]), progress=False)
     assert fake.calls == []
 
 
@@ -192,7 +219,7 @@ LENGTHS = {"full": 128, "band4": 52, "band2": 26}
 
 
 def fake_record(spec: RunSpec, accuracy: float, seconds_per_epoch: float, best: int = 3) -> dict[str, Any]:
-    setting = ism_study.parse_setting(spec.setting)
+    setting = parse_setting(spec.setting)
     classes = BAND_CLASSES.get(spec.setting, list(CLASSES_ISM))
     n = len(classes)
     per_class = 100
@@ -244,8 +271,8 @@ class FakeTraining:
         self.calls: list[str] = []
         self.fail_at = fail_at
 
-    def __call__(self, config: StudyConfig, spec: RunSpec, run_yaml: Path, run_dir: Path) -> dict[str, Any]:
-        assert run_yaml.is_file() and run_yaml.parent == run_dir
+    def __call__(self, config: ISMStudyConfig, spec: RunSpec, config_path: Path, run_dir: Path) -> dict[str, Any]:
+        assert config_path.is_file() and config_path.parent == run_dir
         if self.fail_at is not None and len(self.calls) + 1 == self.fail_at:
             raise KeyboardInterrupt
         self.calls.append(spec.key)
@@ -258,11 +285,11 @@ class FakeTraining:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeTraining:
     training = FakeTraining()
-    monkeypatch.setattr(ism_study, "train_run", training)
+    monkeypatch.setattr(ism_runs, "train_run", training)
     return training
 
 
-def study(tmp_path: Path, **kwargs: Any) -> StudyConfig:
+def study(tmp_path: Path, **kwargs: Any) -> ISMStudyConfig:
     (tmp_path / "data").mkdir(exist_ok=True)
     options: dict[str, Any] = {
         "out": str(tmp_path / "out"),
@@ -270,7 +297,7 @@ def study(tmp_path: Path, **kwargs: Any) -> StudyConfig:
         "methods": ["pca", "random"],
         "rates": [2, 16],
     }
-    return StudyConfig(**{**options, **kwargs})
+    return ISMStudyConfig(**{**options, **kwargs})
 
 
 def test_report_holds_every_setting_and_the_papers_numbers(tmp_path: Path, fake: FakeTraining) -> None:
@@ -297,13 +324,14 @@ def test_report_holds_every_setting_and_the_papers_numbers(tmp_path: Path, fake:
     assert "validation split" in report and "test split" in report
     assert f"the user's ISM data at `{tmp_path / 'data'}` (715 vectors per (class, SNR))" in report
     assert "| full/s1 | 15 | 128 | 0.800 | 5 | 3 | 4.00 | 12.0 | 20.0 | 128,000 |" in report
-    assert f"{os.cpu_count()} CPUs" in report and f"torch {torch.__version__}" in report
+    assert f"{os.cpu_count()}-core" in report and f"torch {torch.__version__}" in report
     for key in results["runs"]:
         assert f"| {key} |" in report
     assert (out / "accuracy_vs_snr.png").stat().st_size > 1000
     assert (out / "accuracy_vs_snr_rate16.png").stat().st_size > 1000
-    # The report is a function of results.json alone.
-    rewritten = write_report(json.loads((out / "results.json").read_text()), tmp_path / "again")
+    # The report is a function of the stored results alone (study.json and results.jsonl).
+    assert len((out / "results.jsonl").read_text().splitlines()) == 11
+    rewritten = write_ism_report(load_ism_results(out), tmp_path / "again")
     assert rewritten["report"].read_text() == report
 
 
@@ -334,16 +362,38 @@ def test_a_second_call_trains_nothing_and_a_changed_config_is_refused(tmp_path: 
 
 def test_an_interrupted_study_resumes_after_the_last_finished_run(tmp_path: Path, monkeypatch: Any) -> None:
     failing = FakeTraining(fail_at=3)
-    monkeypatch.setattr(ism_study, "train_run", failing)
+    monkeypatch.setattr(ism_runs, "train_run", failing)
     config = study(tmp_path, settings=["full", "band2"], seeds=2)
     with pytest.raises(KeyboardInterrupt):
         run_study(config, progress=False)
-    saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert sorted(saved["runs"]) == ["full/s0", "full/s1"]
+    lines = (tmp_path / "out" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["key"] for line in lines] == ["full/s0", "full/s1"]
+    assert sorted(load_ism_results(tmp_path / "out")["runs"]) == ["full/s0", "full/s1"]
     resumed = FakeTraining()
-    monkeypatch.setattr(ism_study, "train_run", resumed)
+    monkeypatch.setattr(ism_runs, "train_run", resumed)
     run_study(config, progress=False)
     assert resumed.calls == ["band2/s0"]
+    assert (tmp_path / "out" / "results.jsonl").read_text().splitlines()[:2] == lines  # kept as they were
+
+
+def test_a_folder_of_another_study_is_refused(tmp_path: Path, fake: FakeTraining) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "study.json").write_text('{"format": "rfml-snr-study", "fingerprint": "abc"}')
+    with pytest.raises(StudyConfigError, match=r"study\.json: field 'format' is 'rfml-snr-study', expected 'rfml-ism"):
+        run_study(study(tmp_path), progress=False)
+    with pytest.raises(StudyConfigError, match="field 'format'"):
+        load_ism_results(tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match=r"study\.json: no such file"):
+        load_ism_results(tmp_path)
+    assert fake.calls == []
+
+
+def test_the_stored_benchmark_study_loads_and_reproduces_its_report(tmp_path: Path) -> None:
+    stored = ROOT / "benchmarks" / "results" / "ism_study"
+    results = load_ism_results(stored)
+    assert results["format"] == "rfml-ism-study" and len(results["runs"]) == len(results["meta"]["plan"]) == 23
+    report = write_ism_report(results, tmp_path)["report"].read_text()
+    assert report == (stored / "report.md").read_text()
 
 
 def test_cli_refuses_a_changed_study_with_a_clear_message(
@@ -355,6 +405,8 @@ def test_cli_refuses_a_changed_study_with_a_clear_message(
     assert main([*args, "--quiet", "--patience", "3"]) == 2
     err = capsys.readouterr().err
     assert "rfml ism-study: error:" in err and "patience: 10 -> 3" in err and "--restart" in err
+    assert main([*args, "--quiet", "--model-kwargs", "[1]"]) == 2
+    assert "--model-kwargs: expected a JSON object" in capsys.readouterr().err
     assert main([*args, "--patience", "3", "--restart"]) == 0
     out = capsys.readouterr().out
     assert "[1/1] band2 seed 0 …" in out and "report:" in out
@@ -363,9 +415,9 @@ def test_cli_refuses_a_changed_study_with_a_clear_message(
 
 def test_run_config_is_a_complete_rfml_fit_config(tmp_path: Path) -> None:
     config = study(tmp_path, model_kwargs={"hidden": 16}, lr=0.01, patience=4)
-    base = ism_study.load_base_config(config)
+    base = load_base_config(config)
     run_dir = tmp_path / "run"
-    cfg = ism_study.run_yaml(config, base, RunSpec("sample/pca/16", 2), tmp_path / "data", run_dir)
+    cfg = run_yaml(config, base, RunSpec("sample/pca/16", 2), tmp_path / "data", run_dir)
     assert cfg["seed_everything"] == 2
     data = cfg["data"]["init_args"]
     assert data["view"] == "fft_amp_phase" and data["selection"] == "pca" and data["selection_rate"] == 16
@@ -376,23 +428,16 @@ def test_run_config_is_a_complete_rfml_fit_config(tmp_path: Path) -> None:
     names = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
     assert names["EarlyStopping"]["patience"] == 4 and names["EarlyStopping"]["monitor"] == "val/loss"
     assert names["ModelCheckpoint"]["dirpath"] == str(run_dir / "checkpoints") and "EpochTimer" in names
-    band4 = ism_study.run_yaml(config, base, RunSpec("band4", 0), tmp_path / "data", run_dir)["data"]["init_args"]
+    assert cfg["trainer"]["enable_progress_bar"] is False and cfg["trainer"]["enable_model_summary"] is False
+    band4 = run_yaml(config, base, RunSpec("band4", 0), tmp_path / "data", run_dir)["data"]["init_args"]
     assert band4["bands"] == [[2422.0, 2424.0], [2429.0, 2431.0]] and band4["view"] == "fft_iq"
-    assert ism_study.fingerprint(config)["lr"] == 0.01
-    assert ism_study.fingerprint(study(tmp_path))["lr"] == pytest.approx(1e-4)  # the config's
+    assert fingerprint(config)["lr"] == 0.01
+    assert fingerprint(study(tmp_path))["lr"] == pytest.approx(1e-4)  # the config's
 
 
 # -- end to end -------------------------------------------------------------------------------------------------
 
 
-def _module_has_selection() -> bool:
-    from rfml.data import SignalDataModule
-
-    params = inspect.signature(SignalDataModule.__init__).parameters
-    return {"bands", "selection", "selection_rate"} <= set(params)
-
-
-@pytest.mark.skipif(not _module_has_selection(), reason="SignalDataModule has no bands/selection yet")
 def test_tiny_study_end_to_end_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "study"
     args = [
@@ -407,8 +452,7 @@ def test_tiny_study_end_to_end_through_the_cli(tmp_path: Path, capsys: pytest.Ca
         "--batch-size", "128",
     ]  # fmt: skip
     assert main(args) == 0
-    results = json.loads((out / "results.json").read_text())
-    runs = results["runs"]
+    runs = load_ism_results(out)["runs"]
     assert sorted(runs) == ["band2/s0", "full/s0", "sample/pca/16/s0"]
     full, band2, pca = runs["full/s0"], runs["band2/s0"], runs["sample/pca/16/s0"]
     assert full["classes"] == list(CLASSES_ISM) and full["length"] == 128
@@ -434,5 +478,6 @@ def test_tiny_study_end_to_end_through_the_cli(tmp_path: Path, capsys: pytest.Ca
     printed = capsys.readouterr().out
     assert "[1/3] full seed 0 …" in printed and "[3/3] sample/pca/16 seed 0:" in printed
 
+    lines = (out / "results.jsonl").read_text()
     assert main([*args, "--quiet"]) == 0  # all done: nothing retrains, results unchanged
-    assert json.loads((out / "results.json").read_text())["runs"] == runs
+    assert (out / "results.jsonl").read_text() == lines

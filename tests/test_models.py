@@ -1,4 +1,4 @@
-"""ClST and the SKD students: shapes at every length, exact sizes, ablation switches, ONNX parity, the registry."""
+"""ClST and the SKD students (shapes, derived sizes, ablations, ONNX parity), every AMR hint layer, the registry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _layer_counts import clst_counts, mac_count, param_count
 
 import rfml
 from ondevice.export import export_onnx, verify_onnx
@@ -43,15 +44,23 @@ def test_every_registered_model_maps_iq_frames_to_logits(name: str, length: int)
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize(
-    ("name", "params", "macs"),
-    [("clst", 375_944, 7_752_256), ("kd_cnn", 30_763, 2_024_128), ("kd_mobilenet", 44_315, 1_522_048)],
-)
-def test_sizes_are_the_documented_ones(name: str, params: int, macs: int) -> None:
+# The expected sizes are summed from each model's layer list (tests/_layer_counts.py), not read from the model.
+@pytest.mark.parametrize("name", OURS)
+def test_sizes_are_the_documented_ones(name: str) -> None:
     model = create(name, 11, 128)
+    params, macs = param_count(name, 11, 128), mac_count(name, 11, 128)
     assert sum(p.numel() for p in model.parameters()) == params
     assert count_macs(model, torch.randn(1, 2, 128)) == macs
     assert f"{params:,}" in type(model).__doc__
+    assert f"{macs / 1e6:.2f} M MACs" in type(model).__doc__
+
+
+@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("length", [100, 1024])
+def test_parameters_do_not_depend_on_the_length_and_macs_follow_the_layers(name: str, length: int) -> None:
+    model = create(name, 24, length)
+    assert sum(p.numel() for p in model.parameters()) == param_count(name, 24, length) == param_count(name, 24, 128)
+    assert count_macs(model, torch.randn(1, 2, length)) == mac_count(name, 24, length)
 
 
 def test_kd_mobilenet_costs_under_a_fifth_of_clst_macs() -> None:
@@ -88,12 +97,16 @@ def test_clst_ablation_switches_remove_their_part(switch: str, missing: type) ->
     assert any(isinstance(m, missing) for m in full.modules())
     assert not any(isinstance(m, missing) for m in ablated.modules())
     assert ablated(torch.randn(2, 2, 128)).shape == (2, 11)
+    params, macs = clst_counts(11, 128, **{switch: False})
+    assert sum(p.numel() for p in ablated.parameters()) == params
+    assert count_macs(ablated, torch.randn(1, 2, 128)) == macs
 
 
 def test_clst_without_conv_embedding_uses_non_overlapping_patches() -> None:
     model = create("clst", 11, conv_embedding=False)
     first = model.stages[0].embed.proj
     assert first.kernel_size == first.stride == (2,)
+    assert sum(p.numel() for p in model.parameters()) == clst_counts(11, 128, conv_embedding=False)[0]
     assert create("clst", 11).stages[0].embed.proj.kernel_size == (7,)
 
 
@@ -102,18 +115,33 @@ def test_clst_refuses_frames_shorter_than_its_total_stride() -> None:
         create("clst", 11, length=32, embed_strides=(4, 4, 4))
 
 
-@pytest.mark.parametrize("name", OURS)
-def test_hint_layer_is_the_last_feature_map(name: str) -> None:
-    model = create(name, 11).eval()
-    captured = {}
-    layer = dict(model.named_modules())[model.hint_layer]
-    handle = layer.register_forward_hook(lambda m, a, out: captured.setdefault("out", out))
-    with torch.no_grad():
-        model(torch.randn(2, 2, 128))
-    handle.remove()
-    width = {"clst": 96, "kd_cnn": 64, "kd_mobilenet": 128}[name]
-    length = {"clst": 16, "kd_cnn": 32, "kd_mobilenet": 16}[name]
-    assert captured["out"].shape == (2, width, length)
+# The output of each AMR model's hint layer (its last feature map) for a batch of 3 frames of 128 samples.
+HINT_SHAPES = {
+    "clst": (3, 96, 16),
+    "kd_cnn": (3, 64, 32),
+    "kd_mobilenet": (3, 128, 16),
+    "vtcnn2": (3, 80, 1, 132),
+    "resnet": (3, 32, 2),
+    "cldnn": (3, 50),
+    "mcldnn": (3, 128),
+    "lstm2": (3, 128),
+}
+
+
+@pytest.mark.parametrize("name", HINT_SHAPES)
+def test_hint_layer_outputs_the_last_feature_map_as_one_tensor(name: str) -> None:
+    model = create(name, 11, 128).eval()
+    module = model.get_submodule(type(model).hint_layer)
+    captured = []
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    try:
+        with torch.no_grad():
+            model(torch.randn(3, 2, 128))
+    finally:
+        handle.remove()
+    assert len(captured) == 1
+    assert isinstance(captured[0], torch.Tensor)
+    assert captured[0].shape == HINT_SHAPES[name]
 
 
 @pytest.mark.parametrize("name", OURS)

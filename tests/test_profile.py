@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from ondevice.device.runner import OrtRunner, ProfileError, measure_interleaved, summarize, tile_batch
+from ondevice.cli import main as ondevice_main
+from ondevice.device.runner import OrtRunner, ProfileError, measure_interleaved, summarize_latency, tile_batch
 from ondevice.examples import small_cnn, transformer_block
 from ondevice.export import export_onnx
 from ondevice.profile import TorchRunner, count_macs, profile
@@ -16,7 +17,7 @@ from ondevice.report import LatencyReport
 
 def test_summary_statistics_are_the_percentiles_of_the_samples():
     samples = [0.001 * v for v in range(1, 101)]  # 1 .. 100 ms
-    s = summarize(samples, batch_size=4)
+    s = summarize_latency(samples, batch_size=4)
     assert s["n"] == 100
     assert s["median_ms"] == pytest.approx(50.5)
     assert s["p10_ms"] == pytest.approx(10.9)
@@ -60,22 +61,36 @@ class _Recorder:
     def peak_rss_bytes(self):
         return 123
 
+    def close(self):
+        self.log.append((self.name, "close", None))
+
 
 def test_candidates_are_interleaved_round_by_round():
     log = []
-    runners = {("A", "torch", 1): _Recorder(log, "A"), ("B", "torch", 1): _Recorder(log, "B")}
-    out = measure_interleaved(runners, batch_sizes=[1], warmup=0, repeats=10, rounds=4, progress=None)
+    loaders = {("A", "torch", 1): lambda: _Recorder(log, "A"), ("B", "torch", 1): lambda: _Recorder(log, "B")}
+    out = measure_interleaved(loaders, batch_sizes=[1], warmup=0, repeats=10, rounds=4, progress=None)
     runs = [(name, n) for name, op, n in log if op == "run"]
     assert runs == [("A", 3), ("B", 3), ("A", 3), ("B", 3), ("A", 2), ("B", 2), ("A", 2), ("B", 2)]
     assert [m["n"] for m in out] == [10, 10]
     assert [e[1] for e in log[:2]] == ["prepare", "prepare"]  # both warmed before either is timed
+    assert [e[:2] for e in log[-2:]] == [("A", "close"), ("B", "close")]
 
 
 def test_a_failing_runner_names_model_backend_and_batch_size():
     log = []
-    runners = {("net", "onnxruntime", 1): _Recorder(log, "net", fail_at=3)}
+    loaders = {("net", "onnxruntime", 1): lambda: _Recorder(log, "net", fail_at=3)}
     with pytest.raises(ProfileError, match=r"model 'net' failed on backend 'onnxruntime' at batch size 8: boom"):
-        measure_interleaved(runners, batch_sizes=[1, 8], warmup=0, repeats=2, rounds=1)
+        measure_interleaved(loaders, batch_sizes=[1, 8], warmup=0, repeats=2, rounds=1)
+    assert log[-1] == ("net", "close", None)  # closed on failure too
+
+    def cannot_load():
+        raise FileNotFoundError("no such graph")
+
+    log.clear()
+    loaders = {("ok", "torch", 1): lambda: _Recorder(log, "ok"), ("bad", "onnxruntime", 2): cannot_load}
+    with pytest.raises(ProfileError, match=r"model 'bad' on backend 'onnxruntime': could not load: no such graph"):
+        measure_interleaved(loaders, batch_sizes=[1], warmup=0, repeats=2, rounds=1)
+    assert log == [("ok", "close", None)]  # the runners loaded before it are closed
 
 
 def test_torch_runner_sets_and_restores_threads():
@@ -97,22 +112,32 @@ def test_torch_runner_sets_and_restores_threads():
     assert torch.get_num_threads() == before
 
 
-def test_ort_runner_uses_the_requested_threads(tmp_path):
-    model, inputs = small_cnn(width=8, length=64)
-    path = export_onnx(model, inputs, tmp_path / "m.onnx")
-    runner = OrtRunner(path, {"x": inputs[0].numpy()}, threads=2)
-    options = runner.session.get_session_options()
-    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
-    runner.prepare(3, warmup=1)
-    assert runner.feeds["x"].shape == (3, 2, 64)
-    with pytest.raises(ValueError, match=r"graph's inputs are \['x'\], the example gives \['y'\]"):
-        OrtRunner(path, {"y": inputs[0].numpy()}, threads=1)
+@pytest.fixture(scope="module")
+def cnn_work(tmp_path_factory):
+    """One profile of a small CNN on every backend, with its exported files kept: (report, work folder)."""
+    work = tmp_path_factory.mktemp("work")
+    model, inputs = small_cnn(width=16, length=256)
+    report = profile(model, inputs, batch_sizes=(1, 4), warmup=2, repeats=12, rounds=3, workdir=work, progress=False)
+    return report, work
 
 
 @pytest.fixture(scope="module")
-def cnn_report():
-    model, inputs = small_cnn(width=16, length=256)
-    return profile(model, inputs, batch_sizes=(1, 4), warmup=2, repeats=12, rounds=3, progress=False)
+def cnn_report(cnn_work):
+    return cnn_work[0]
+
+
+def test_ort_runner_uses_the_requested_threads(cnn_work):
+    _, work = cnn_work
+    path = work / "Sequential.onnx"  # kept in the workdir the caller gave
+    x = small_cnn(width=16, length=256)[1][0].numpy()
+    runner = OrtRunner(path, {"x": x}, threads=2)
+    options = runner.session.get_session_options()
+    assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
+    runner.prepare(3, warmup=1)
+    assert runner.feeds["x"].shape == (3, 2, 256)
+    assert len(runner.run(2)) == 2
+    with pytest.raises(ValueError, match=r"graph's inputs are \['x'\], the example gives \['y'\]"):
+        OrtRunner(path, {"y": x}, threads=1)
 
 
 def test_profile_reports_every_backend_and_batch_size(cnn_report):
@@ -158,26 +183,31 @@ def test_report_round_trips_through_json_and_renders(cnn_report, tmp_path):
         LatencyReport.load_json(tmp_path / "other.json")
 
 
-def test_factory_runs_torch_in_its_own_process_and_candidates_compare():
-    report = profile(
-        {"wide": "ondevice.examples:small_cnn", "block": "ondevice.examples:transformer_block"},
-        backends=("torch", "onnxruntime"),
-        warmup=1,
-        repeats=4,
-        rounds=2,
-        progress=False,
-    )
-    assert sorted(report.models) == ["block", "wide"]
-    assert {(m.model, m.backend) for m in report.measurements} == {
-        (c, b) for c in ("wide", "block") for b in ("torch", "onnxruntime")
-    }
+def test_cli_profile_runs_factories_in_their_own_processes_and_compares_them(tmp_path, capsys):
+    out = tmp_path / "report"
+    timing = ["--warmup", "1", "--repeats", "4", "--rounds", "2"]
+    models = ["ondevice.examples:small_cnn", "block=ondevice.examples:transformer_block"]  # unnamed, named
+    assert ondevice_main(["profile", *models, "--backends", "torch,onnxruntime", *timing, "--out", str(out)]) == 0
+    report = LatencyReport.load_json(out / "latency.json")
+    assert sorted(report.models) == ["block", "small_cnn"]
+    assert [(m.model, m.backend) for m in report.measurements] == [
+        (c, b) for c in ("small_cnn", "block") for b in ("torch", "onnxruntime")
+    ]
+    assert all(m.n == 4 for m in report.measurements)
     assert all(m.peak_rss_exclusive for m in report.measurements)  # every backend had its own process
+    assert (out / "latency.png").is_file() and (out / "latency.md").is_file()
+    assert "| block | torch | 1 | 1 |" in capsys.readouterr().out
+    assert ondevice_main(["profile", "nowhere.mod:f"]) == 2
+    assert "error: factory 'nowhere.mod:f': cannot import module" in capsys.readouterr().err
+    assert ondevice_main(["profile", "a=x.y:f", "a=x.y:g"]) == 2
+    assert "two models are named 'a'" in capsys.readouterr().err
 
 
 def test_threads_sweep_gives_one_cell_per_thread_count():
     model, inputs = small_cnn(width=8, length=64)
     report = profile(model, inputs, backends=("torch",), threads=(1, 2), warmup=1, repeats=3, progress=False)
     assert [m.threads for m in report.measurements] == [1, 2]
+    assert not any(m.peak_rss_exclusive for m in report.measurements)  # a module object is measured in this process
 
 
 class _BatchOneOnly(nn.Module):
@@ -216,13 +246,15 @@ def test_bad_arguments_are_named():
         profile("no_such_pkg.mod:make", progress=False)
 
 
-def test_in_process_mode_measures_the_same_cells():
-    model, inputs = small_cnn(width=8, length=64)
-    report = profile(
-        model, inputs, backends=("torch", "onnxruntime"), warmup=1, repeats=3, isolate=False, progress=False
-    )
-    assert [m.backend for m in report.measurements] == ["torch", "onnxruntime"]
+def test_in_process_mode_measures_the_same_cells(cnn_work):
+    isolated, work = cnn_work
+    x = small_cnn(width=16, length=256)[1]
+    backends = ("onnxruntime", "onnxruntime-int8")
+    report = profile(work / "Sequential.onnx", x, backends=backends, warmup=1, repeats=3, isolate=False, progress=False)
+    cells = [(m.model, m.backend, m.batch_size) for m in report.measurements]
+    assert cells == [(m.model, m.backend, m.batch_size) for m in isolated.measurements if m.backend in backends][:2]
     assert not any(m.peak_rss_exclusive for m in report.measurements)
+    assert report.settings["isolate"] is False
 
 
 def test_count_macs_adds_the_gate_products_of_recurrent_layers() -> None:

@@ -1,4 +1,4 @@
-"""The `slm` command: the device path of the search end to end, profile and export."""
+"""The `slm` command: the device path of the search end to end, profile, export, and the dispatch table."""
 
 from __future__ import annotations
 
@@ -12,15 +12,17 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 import yaml
+from test_slm_model import check_graphs_at_other_lengths
 
 from slm.arch import ArchConfig
 from slm.cli import main
-from slm.device_search import STATE_NAME
+from slm.export import random_model
 from slm.latency import LatencyPredictor, LatencyRecord, LatencyTable, features
+from slm.search.device import STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPACE = [
-    "--vocab-size", "256", "--context-length", "512", "--hidden-sizes", "64,96,128", "--num-layers", "1,2,3,4",
+    "--vocab-size", "256", "--context-length", "512", "--hidden-sizes", "64,96,128", "--num-layers", "1,2",
     "--head-dims", "32", "--prompt-length", "16", "--past-length", "32",
 ]  # fmt: skip
 QUICK_TIMING = ["--threads", "1", "--warmup", "1", "--repeats", "2", "--rounds", "1"]
@@ -44,7 +46,7 @@ def law_predictor(path: Path) -> Path:
     """A predictor fitted on latencies made up from a known law over shapes of TINY_SPACE, saved to ``path``.
 
     Calibrating on this machine means exporting eight graph pairs; `test_slm_latency` covers that path, so here
-    the search screens with this one and only the shortlist is exported.
+    the search screens with this one and only the shortlist is exported (one- and two-layer shapes: cheap to export).
     """
     base = ArchConfig.from_name("tiny").replace(vocab_size=256, context_length=512, head_dim=32, num_kv_heads=None)
     configs = {
@@ -61,16 +63,16 @@ def law_predictor(path: Path) -> Path:
     return LatencyPredictor.fit(LatencyTable(records, configs)).save_json(path)
 
 
-def test_device_search_bundles_three_shapes_and_picks_the_fastest_from_the_board(tmp_path):
+def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_board(tmp_path):
     bundle, out = tmp_path / "bundle", tmp_path / "search"
     predictor = law_predictor(tmp_path / "law.json")
-    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(predictor), "--top-k", "3"]
+    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(predictor), "--top-k", "2"]
     argv += ["--population", "8", "--generations", "2", "--device-bundle", str(bundle), "--out", str(out)]
     assert main(argv + QUICK_TIMING) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     state = json.loads((bundle / STATE_NAME).read_text())
-    assert len(state["configs"]) == 3
-    assert len(manifest["models"]) == 6  # a prefill and a decode graph per shape
+    assert len(state["configs"]) == 2  # two shapes: each costs two ONNX exports of a few seconds
+    assert len(manifest["models"]) == 4  # a prefill and a decode graph per shape
     assert not (out / "predictor.json").exists()  # the given predictor screened the space: nothing calibrated
 
     results = tmp_path / "results.json"
@@ -98,15 +100,23 @@ def test_device_search_bundles_three_shapes_and_picks_the_fastest_from_the_board
 
 
 def test_profile_and_export_commands(tmp_path, capsys):
-    assert main(["profile", "--preset", "tiny", "--prompt-length", "16", "--past-lengths", "32,64",
-                 "--out", str(tmp_path), *QUICK_TIMING]) == 0  # fmt: skip
+    # Timed on torch: the ONNX Runtime path of `slm.latency.measure` is timed in test_slm_latency, and each export
+    # costs seconds.
+    assert main(["profile", "--preset", "tiny", "--prompt-length", "16", "--past-lengths", "32,64", "--backends",
+                 "torch", "--out", str(tmp_path), *QUICK_TIMING]) == 0  # fmt: skip
     table = json.loads((tmp_path / "latency.json").read_text())
-    kinds = sorted((r["kind"], r["length"]) for r in table["records"])
-    assert kinds == [("decode", 32), ("decode", 64), ("prefill", 16)]
+    kinds = sorted((r["kind"], r["length"], r["backend"]) for r in table["records"])
+    assert kinds == [("decode", 32, "torch"), ("decode", 64, "torch"), ("prefill", 16, "torch")]
     assert "tiny" in capsys.readouterr().out
-    assert main(["export", "--preset", "tiny", "--out", str(tmp_path / "onnx")]) == 0
-    session = ort.InferenceSession(str(tmp_path / "onnx" / "tiny.decode.onnx"), providers=["CPUExecutionProvider"])
+    # --config takes an slm fit config too: its model.init_args.arch (here the preset name "tiny").
+    assert (
+        main(["export", "--config", str(REPO / "slm" / "configs" / "tiny.yaml"), "--out", str(tmp_path / "onnx")]) == 0
+    )
+    files = {kind: tmp_path / "onnx" / f"tiny.{kind}.onnx" for kind in ("prefill", "decode")}
+    session = ort.InferenceSession(str(files["decode"]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()][:3] == ["token", "past_key_0", "past_value_0"]
+    # `slm export` draws the weights as random_model does (seed 0): the graphs hold at other lengths too.
+    check_graphs_at_other_lengths(random_model(ArchConfig.from_name("tiny")), files)
 
 
 def test_search_needs_a_budget_and_names_unreachable_ones(tmp_path):
@@ -114,3 +124,43 @@ def test_search_needs_a_budget_and_names_unreachable_ones(tmp_path):
         main(["search", *TINY_SPACE])
     with pytest.raises(ValueError, match="budget"):
         main(["search", "--budget", "900M:1000M", *TINY_SPACE, "--out", str(tmp_path), *QUICK_TIMING])
+
+
+def test_help_and_version_load_neither_torch_nor_lightning():
+    code = (
+        "import sys, contextlib, io\n"
+        "import slm.cli\n"
+        "for argv in (['--help'], ['search', '--help'], ['profile', '--help'], ['--version']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.suppress(SystemExit):\n"
+        "        slm.cli.main(argv)\n"
+        "    assert out.getvalue(), argv\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'numpy') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def exit_code(argv: list[str]) -> int:
+    """What `slm ARGV` exits with: main's return value, or the code of the SystemExit that argparse raised."""
+    try:
+        return main(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else 1
+
+
+def test_version_and_unknown_commands(capsys):
+    assert exit_code(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("slm ")
+    assert exit_code(["train"]) == 2
+    assert "invalid choice: 'train'" in capsys.readouterr().err
+
+
+def test_lightning_subcommands_take_the_rest_of_the_command_line(capsys):
+    """`slm fit ARGS` goes to the LightningCLI whole: here it prints the composed config and stops."""
+    config = REPO / "slm" / "configs" / "tiny.yaml"
+    assert exit_code(["fit", "-c", str(config), "--model.init_args.lr", "0.01", "--print_config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "slm.train.LanguageModel"
+    assert printed["model"]["init_args"]["lr"] == 0.01

@@ -298,6 +298,7 @@ def test_measure_times_every_call_on_every_backend(measured):
 
 
 def test_four_times_the_layers_costs_more_per_decode_step(measured):
+    # A ratio of two calls timed side by side, interleaved round by round in one run: no absolute time is assumed.
     table, _ = measured
     for length in (64, 128):
         assert table.get("l4", "decode", length) > 1.5 * table.get("l1", "decode", length)

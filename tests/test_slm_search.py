@@ -383,6 +383,9 @@ def test_load_errors(tmp_path):
     (tmp_path / "front.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ValueError, match="field 'format' must be 'slm-search'"):
         SearchResult.load(tmp_path)
+    (tmp_path / "front.json").write_text('{"format": "slm-search",')
+    with pytest.raises(ValueError, match=r"front\.json: not valid JSON"):
+        SearchResult.load(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------- device mode

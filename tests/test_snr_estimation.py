@@ -10,16 +10,16 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from rfml.cli import lightning_main
 from rfml.data import SignalDataModule
 from rfml.dsp.snr import estimation_errors, m2m4, overall_errors, round_to_grid
 from rfml.models import create
 from rfml.models.snr_cnn import SNRCNN
-from rfml.snrselect.estimator import SNRRegressor
+from rfml.trainers.cli import lightning_main
+from rfml.trainers.snr_regressor import SNRRegressor
 
 torch.set_num_threads(1)
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "rfml" / "snr_cnn.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "rfml" / "configs" / "snr_cnn.yaml"
 
 
 def qpsk_in_awgn(frames: int, length: int, snr_db: float, seed: int = 0) -> torch.Tensor:

@@ -1,6 +1,6 @@
-"""rfml.snrselect: the five experiments end to end on a crafted two-SNR set, resumption, the router and the report.
+"""rfml.studies.snr: the five experiments end to end on a crafted two-SNR set, resumption, the router and the report.
 
-The toy set (tests/_snrselect_tasks.py) has SNRs 0 and 10 dB: at 10 dB the four classes are carriers at four phases
+The toy set (tests/_study_tasks.py) has SNRs 0 and 10 dB: at 10 dB the four classes are carriers at four phases
 (trivially learnable), at 0 dB every frame is pure noise. So the single-SNR model at 10 dB is near perfect, the one at
 0 dB is at chance, and Boosting for the 10 dB target must choose 10 dB over the noise.
 """
@@ -8,8 +8,8 @@ The toy set (tests/_snrselect_tasks.py) has SNRs 0 and 10 dB: at 10 dB the four 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import multiprocessing
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,23 +17,19 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from _snrselect_tasks import toy_config, write_toy_rml
+from _study_tasks import toy_config
 
 from rfml.cli import main as rfml_main
-from rfml.snrselect.config import StudyConfig
-from rfml.snrselect.router import SNRRouter
-from rfml.snrselect.runs import decode_labels, rows_at, spec_key, train_spec
-from rfml.snrselect.study import Study, majority_vote, run_experiments
+from rfml.studies.snr.config import SNRStudyConfig
+from rfml.studies.snr.router import SNRRouter
+from rfml.studies.snr.runs import decode_labels, rows_at, spec_key, train_spec
+from rfml.studies.snr.study import Study, majority_vote, run_experiments
 
 
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("snr_study")
-    data = write_toy_rml(str(root / "toy.pkl"))
-    config = StudyConfig.from_dict(toy_config(data, offsets=[-10, 0, 10]))
-    study = Study(config, root / "out", progress=False)
-    results = run_experiments(study, ["all"])
-    return {"root": root, "data": data, "config": config, "study": study, "results": results}
+@pytest.fixture
+def toy(snr_toy: dict[str, Any]) -> dict[str, Any]:
+    """The toy study with every experiment run (once per test session, ``conftest.snr_toy``)."""
+    return snr_toy
 
 
 def test_single_snr_against_all_snr(toy: dict[str, Any]) -> None:
@@ -135,7 +131,7 @@ def test_router_dispatch_matches_the_static_export_path(monkeypatch: pytest.Monk
         assert torch.equal(router.route(router.estimator(x)), expected_index)
         for b in range(8):
             assert torch.allclose(dynamic[b], experts[int(expected_index[b])](x[b : b + 1])[0])
-        monkeypatch.setattr("rfml.snrselect.router._exporting", lambda: True)
+        monkeypatch.setattr("rfml.studies.snr.router._exporting", lambda: True)
         assert torch.allclose(router(x), dynamic)
     exported = torch.export.export(router, (x,))
     assert torch.allclose(exported.module()(x), dynamic, atol=1e-6)
@@ -153,7 +149,7 @@ def test_a_finished_study_runs_nothing_again(toy: dict[str, Any]) -> None:
 
 def test_changed_settings_are_refused_unless_restarted(toy: dict[str, Any], tmp_path: Path) -> None:
     Study(toy["config"], tmp_path, progress=False)
-    changed = StudyConfig.from_dict(toy_config(toy["data"], seed=1))
+    changed = SNRStudyConfig.from_dict(toy_config(toy["data"], seed=1))
     with pytest.raises(ValueError, match="other data/model/training settings"):
         Study(changed, tmp_path, progress=False)
     (tmp_path / "results.jsonl").write_text('{"key": "x"}\n')
@@ -163,23 +159,28 @@ def test_changed_settings_are_refused_unless_restarted(toy: dict[str, Any], tmp_
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['boost.min_gian'\]"):
-        StudyConfig.from_dict({"boost": {"min_gian": 0.01}})
+        SNRStudyConfig.from_dict({"boost": {"min_gian": 0.01}})
     with pytest.raises(ValueError, match=r"train\.max_epochs must be int"):
-        StudyConfig.from_dict({"train": {"max_epochs": "ten"}})
+        SNRStudyConfig.from_dict({"train": {"max_epochs": "ten"}})
     with pytest.raises(ValueError, match=r"boost\.holdout must be in"):
-        StudyConfig.from_dict({"boost": {"holdout": 1.5}})
+        SNRStudyConfig.from_dict({"boost": {"holdout": 1.5}})
     bad = tmp_path / "study.yaml"
     bad.write_text("- a list\n")
     with pytest.raises(ValueError, match=r"study\.yaml: expected a mapping"):
-        StudyConfig.load(bad)
+        SNRStudyConfig.load(bad)
 
 
 def test_report_has_every_table_and_figure(toy: dict[str, Any], tmp_path: Path) -> None:
     out = toy["root"] / "out"
     assert rfml_main(["snr-study", "report", "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
-    for heading in ("Single-SNR against all-SNR", "Training-SNR offset", "SNR Boosting", "SNR Bagging",
-                    "SNR-routed inference"):
+    for heading in (
+        "Single-SNR against all-SNR",
+        "Training-SNR offset",
+        "SNR Boosting",
+        "SNR Bagging",
+        "SNR-routed inference",
+    ):
         assert heading in text
     speedup = toy["results"]["single"]["speedup_per_model"]
     assert f"**{speedup:.1f}×**" in text
@@ -191,23 +192,27 @@ def test_a_killed_study_resumes_without_duplicate_or_lost_lines(toy: dict[str, A
     config = tmp_path / "study.yaml"
     config.write_text(yaml.safe_dump(toy_config(toy["data"], targets=[10])))
     out = tmp_path / "out"
-    args = ["snr-study", "single", "bag", "-c", str(config), "--out", str(out), "--workers", "0", "--quiet"]
+    args = ["snr-study", "single", "-c", str(config), "--out", str(out), "--workers", "0", "--quiet"]
     results = out / "results.jsonl"
-    child = subprocess.Popen([sys.executable, "-m", "rfml.cli", *args], stderr=subprocess.DEVNULL)
+    # The study runs in a forked copy of this process (torch and the study's code already loaded: no start-up
+    # cost), which is killed with SIGKILL as soon as its first training is recorded.
+    child = multiprocessing.get_context("fork").Process(target=rfml_main, args=(args,))
+    child.start()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and child.poll() is None:
-        if results.exists() and len(results.read_text().splitlines()) >= 2:
+    while time.monotonic() < deadline and child.is_alive():
+        if results.exists() and results.read_text().count("\n") >= 1:
             break
-        time.sleep(0.05)
+        time.sleep(0.01)
     child.kill()
-    child.wait()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL, "the study should have been killed mid-way"
     before = results.read_text().splitlines()
-    assert 2 <= len(before) < 7, "the study should have been killed mid-way"
+    assert 1 <= len(before) < 3, "the study should have been killed mid-way"
     assert rfml_main(args) == 0
     after = results.read_text().splitlines()
     keys = [json.loads(line)["key"] for line in after]
     assert after[: len(before)] == before  # finished trainings are kept as they were, not rerun
-    assert len(keys) == len(set(keys)) == 7  # 2 single-SNR + 1 all-SNR + 3 bagging members + 1 same-size single
+    assert len(keys) == len(set(keys)) == 3  # the single-SNR models at 0 and 10 dB, and the all-SNR model
 
 
 def test_router_rounds_like_round_to_grid() -> None:
@@ -221,6 +226,6 @@ def test_router_rounds_like_round_to_grid() -> None:
 
 @pytest.mark.parametrize("task", ["radioml", "ism"])
 def test_shipped_study_configs_load(task: str) -> None:
-    config = StudyConfig.load(Path(__file__).resolve().parents[1] / "configs" / "rfml" / f"snr_study_{task}.yaml")
+    config = SNRStudyConfig.load(Path(__file__).resolve().parents[1] / "rfml" / "configs" / f"snr_study_{task}.yaml")
     assert config.targets == [-10, -4, 0, 10] and config.estimator.model == "snr_cnn"
     assert config.data.view == ("fft_iq" if task == "ism" else "iq")

@@ -5,6 +5,13 @@
 a board or phone needs.
 """
 
-from ondevice.device.runner import BundleError, ProfileError, environment, profile_bundle, read_manifest, summarize
+from ondevice.device.runner import (
+    BundleError,
+    ProfileError,
+    environment,
+    profile_bundle,
+    read_manifest,
+    summarize_latency,
+)
 
-__all__ = ["BundleError", "ProfileError", "environment", "profile_bundle", "read_manifest", "summarize"]
+__all__ = ["BundleError", "ProfileError", "environment", "profile_bundle", "read_manifest", "summarize_latency"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -49,10 +50,7 @@ class BundleError(ValueError):
     """A bundle or a results file is malformed or does not belong together."""
 
 
-# --------------------------------------------------------------------------------------------- statistics
-
-
-def summarize(samples_s: Sequence[float], batch_size: int) -> dict[str, Any]:
+def summarize_latency(samples_s: Sequence[float], batch_size: int) -> dict[str, Any]:
     """Median, p10, p90 and IQR of per-call latencies (ms), and the throughput the median implies."""
     if len(samples_s) == 0:
         raise ValueError("no latency samples to summarise")
@@ -68,8 +66,6 @@ def summarize(samples_s: Sequence[float], batch_size: int) -> dict[str, Any]:
         "samples_ms": [round(float(v), 6) for v in ms],
     }
 
-
-# ----------------------------------------------------------------------------------------------- memory
 
 _STATUS = Path("/proc/self/status")
 
@@ -111,9 +107,6 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
-
-
-# ------------------------------------------------------------------------------------------ environment
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -159,9 +152,6 @@ def environment() -> dict[str, Any]:
     except ImportError:
         env["onnxruntime"] = None
     return env
-
-
-# -------------------------------------------------------------------------------------------- runners
 
 
 def tile_batch(array: np.ndarray, batch_size: int) -> np.ndarray:
@@ -228,11 +218,8 @@ class OrtRunner:
         self.session = None
 
 
-# ------------------------------------------------------------------------------- worker protocol (pipes)
 # A parent measures each runner in a worker process of its own, so no two runtimes' thread pools ever
 # share a process, and interleaves them round by round. One JSON object per line each way.
-
-
 def serve(make_runner: Callable[[dict], Any]) -> None:
     """Answer a parent's requests on stdin/stdout until it says `exit`; errors go back as messages."""
     # The protocol owns the real stdout; anything a library prints goes to stderr instead.
@@ -345,66 +332,71 @@ class InProcess:
 
 
 def measure_interleaved(
-    runners: Mapping[tuple[str, str, int], Any],
+    loaders: Mapping[tuple[str, str, int], Callable[[], Any]],
     batch_sizes: Sequence[int],
     warmup: int,
     repeats: int,
     rounds: int,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Time every (model, backend, threads) runner at every batch size, interleaved round by round.
+    """Load every (model, backend, threads) runner, time each at every batch size interleaved, then close them all.
 
-    At each batch size every runner is warmed up, then `repeats` timed calls are split into `rounds`
-    rounds and the runners take turns (A B A B ...), so slow drift on a shared machine falls on all of
-    them alike instead of on whichever ran last.
+    `loaders[key]()` returns the runner (a `WorkerClient`, or an `InProcess`). At each batch size every runner is
+    warmed up, then `repeats` timed calls are split into `rounds` rounds and the runners take turns (A B A B ...),
+    so slow drift on a shared machine falls on all of them alike instead of on whichever ran last. A failure
+    names the model and the backend, and the batch size once they are loaded.
     """
     if warmup < 0 or repeats < 1 or rounds < 1:
         raise ValueError(f"need warmup >= 0, repeats >= 1 and rounds >= 1; got {warmup}, {repeats}, {rounds}")
     rounds = min(rounds, repeats)
     per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
-
-    def attempt(key: tuple[str, str, int], batch_size: int, call: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return call(*args)
-        except Exception as exc:
-            raise ProfileError(
-                f"model {key[0]!r} failed on backend {key[1]!r} at batch size {batch_size}: {exc}"
-            ) from exc
-
-    measurements = []
-    for batch_size in batch_sizes:
-        samples: dict[tuple[str, str, int], list[float]] = {key: [] for key in runners}
-        for key, runner in runners.items():
-            if progress:
-                progress(f"warm-up {key[0]} / {key[1]} at batch {batch_size}")
-            attempt(key, batch_size, runner.prepare, batch_size, warmup)
-        for r, n in enumerate(per_round):
-            for key, runner in runners.items():
-                if progress:
-                    progress(f"batch {batch_size}: round {r + 1}/{rounds}, {key[0]} / {key[1]}")
-                samples[key].extend(attempt(key, batch_size, runner.run, n))
-        for key, runner in runners.items():
-            model, backend, threads = key
-            measurements.append(
+    runners: dict[tuple[str, str, int], Any] = {}
+    measurements: list[dict[str, Any]] = []
+    try:
+        for key, load in loaders.items():
+            try:
+                runners[key] = load()
+            except Exception as exc:
+                raise ProfileError(f"model {key[0]!r} on backend {key[1]!r}: could not load: {exc}") from exc
+        for batch_size in batch_sizes:
+            samples: dict[tuple[str, str, int], list[float]] = {key: [] for key in runners}
+            try:
+                for key, runner in runners.items():
+                    if progress:
+                        progress(f"warm-up {key[0]} / {key[1]} at batch {batch_size}")
+                    runner.prepare(batch_size, warmup)
+                for r, n in enumerate(per_round):
+                    for key, runner in runners.items():
+                        if progress:
+                            progress(f"batch {batch_size}: round {r + 1}/{rounds}, {key[0]} / {key[1]}")
+                        samples[key].extend(runner.run(n))
+            except Exception as exc:
+                where = f"model {key[0]!r} failed on backend {key[1]!r} at batch size {batch_size}"
+                raise ProfileError(f"{where}: {exc}") from exc
+            measurements += [
                 {
                     "model": model,
                     "backend": backend,
                     "batch_size": int(batch_size),
                     "threads": int(threads),
-                    **summarize(samples[key], batch_size),
+                    **summarize_latency(samples[(model, backend, threads)], batch_size),
                     "peak_rss_bytes": runner.peak_rss_bytes(),
                     "rss_before_bytes": runner.rss_before_bytes,
                     # Peak is per runner only where the runner had a process (or a peak reset) of its own.
                     "peak_rss_exclusive": isinstance(runner, WorkerClient) and runner.peak_reset,
                 }
-            )
-    return measurements
+                for (model, backend, threads), runner in runners.items()
+            ]
+        return measurements
+    finally:
+        for runner in runners.values():
+            runner.close()
 
 
-# ------------------------------------------------------------------------------------------------ bundles
-
-
+# sha256_file, atomic_path and write_json_atomic are copies of ondevice.io's: this file ships alone in bundles.
+# tests/test_io.py checks that the copies agree.
 def sha256_file(path: str | os.PathLike) -> str:
+    """The hex sha256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -431,7 +423,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_json_atomic(path: str | os.PathLike, payload: Any) -> Path:
-    """Write JSON through `atomic_path`."""
+    """Write JSON (indent 1, trailing newline) through `atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=1) + "\n")
     return Path(path)
@@ -474,10 +466,6 @@ def read_manifest(bundle_dir: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _worker_command() -> list[str]:
-    return [sys.executable, os.path.abspath(__file__), "--worker"]
-
-
 def profile_bundle(
     bundle_dir: str | os.PathLike,
     threads: Sequence[int] = (1,),
@@ -500,28 +488,17 @@ def profile_bundle(
     for entry in manifest["models"]:
         batch_groups.setdefault(tuple(entry["batch_sizes"]), []).append(entry)
     for batch_sizes, entries in batch_groups.items():
-        runners: dict[tuple[str, str, int], Any] = {}
-        try:
-            for n_threads in threads:
-                for entry in entries:
-                    key = (entry["name"], entry["backend"], int(n_threads))
-                    load = {
-                        "onnx": str(bundle / entry["file"]),
-                        "inputs": {s["name"]: str(bundle / s["file"]) for s in entry["inputs"]},
-                        "threads": int(n_threads),
-                        "graph_optimization_level": graph_optimization_level,
-                    }
-                    try:
-                        if isolate:
-                            runners[key] = WorkerClient(_worker_command(), load)
-                        else:
-                            runners[key] = InProcess(_ort_runner(load))
-                    except Exception as exc:
-                        raise ProfileError(f"model {key[0]!r} on backend {key[1]!r}: could not load: {exc}") from exc
-            measurements += measure_interleaved(runners, batch_sizes, warmup, repeats, rounds, progress)
-        finally:
-            for runner in runners.values():
-                runner.close()
+        loaders = {}
+        for n_threads in threads:
+            for entry in entries:
+                load = {
+                    "onnx": str(bundle / entry["file"]),
+                    "inputs": {s["name"]: str(bundle / s["file"]) for s in entry["inputs"]},
+                    "threads": int(n_threads),
+                    "graph_optimization_level": graph_optimization_level,
+                }
+                loaders[entry["name"], entry["backend"], int(n_threads)] = functools.partial(ort_runner, load, isolate)
+        measurements += measure_interleaved(loaders, batch_sizes, warmup, repeats, rounds, progress)
     return {
         "format": RESULTS_FORMAT,
         "version": FORMAT_VERSION,
@@ -549,6 +526,14 @@ def _ort_runner(load: Mapping[str, Any]) -> OrtRunner:
     return OrtRunner(load["onnx"], inputs, load["threads"], load.get("graph_optimization_level", "all"))
 
 
+def ort_runner(load: Mapping[str, Any], isolate: bool = True) -> WorkerClient | InProcess:
+    """An ONNX Runtime runner for `load` ({"onnx": path, "inputs": {name: .npy path}, "threads", optionally
+    "graph_optimization_level"}): in a worker process of its own running this file, or in this process."""
+    if isolate:
+        return WorkerClient([sys.executable, os.path.abspath(__file__), "--worker"], load)
+    return InProcess(_ort_runner(load))
+
+
 def _stderr_progress(message: str) -> None:
     # A terminal gets one line rewritten in place; a log file gets only the warm-up lines.
     if sys.stderr.isatty():
@@ -562,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m ondevice.device",
         description="Profile every ONNX model of a bundle on this device (needs only numpy and onnxruntime).",
     )
-    parser.add_argument("bundle", nargs="?", help="the bundle folder written by `ondevice bundle`")
+    parser.add_argument("bundle", help="the bundle folder written by `ondevice bundle`")
     parser.add_argument("--threads", default="1", help="intra-op threads, or a list: 1,2,4 (default 1)")
     parser.add_argument("--warmup", type=int, help="untimed calls per model and batch size (default: manifest)")
     parser.add_argument("--repeats", type=int, help="timed calls per model and batch size (default: manifest)")
@@ -570,13 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--graph-optimization", default="all", choices=sorted(GRAPH_OPTIMIZATION_LEVELS))
     parser.add_argument("--in-process", action="store_true", help="no worker processes (for one-process sandboxes)")
     parser.add_argument("--out", help="results JSON (default: BUNDLE/results-HOST-<threads>t.json)")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.worker:
-        serve(_ort_runner)
-        return 0
-    if args.bundle is None:
-        parser.error("the bundle folder is required")
     try:
         threads = [int(t) for t in str(args.threads).split(",") if t.strip()]
     except ValueError:
@@ -610,4 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["--worker"]:  # a worker process of `ort_runner`, answering on stdin/stdout
+        serve(_ort_runner)
+    else:
+        sys.exit(main())

@@ -1,49 +1,44 @@
 """Signal datasets in the real on-disk formats, synthetic data, splits, views and the SignalDataModule."""
 
-from rfml.data.base import DatasetFormatError, SignalDataset
-from rfml.data.ism import CLASSES_ISM, ISMInterference
-from rfml.data.radioml import SHIPPED_CLASSES_RML2018A, RadioML2016, RadioML2018
-from rfml.data.safe_pickle import UnsafePickleError, load_array_pickle
-from rfml.data.sampling import BatchStream, BlockShuffleSampler, EpochLoader
-from rfml.data.splits import parse_snrs, parse_split, snr_mask, stratified_split
-from rfml.data.synthetic import PRESETS, SyntheticSignals, source_indices, write_dataset
-from rfml.data.views import NORMS, VIEWS, View, apply_view
+import importlib
+
+# Each public name and the module that defines it. They are imported on first use, so a command's argument
+# parser (rfml.data.dataset_command) can live here without loading torch; the DataModule also pulls in
+# Lightning (about 3 s and 180 MB).
+_EXPORTS = {
+    "CLASSES_ISM": "rfml.data.ism",
+    "ISMInterference": "rfml.data.ism",
+    "NORMS": "rfml.data.views",
+    "VIEWS": "rfml.data.views",
+    "View": "rfml.data.views",
+    "apply_view": "rfml.data.views",
+    "PRESETS": "rfml.data.synthetic",
+    "SyntheticSignals": "rfml.data.synthetic",
+    "source_indices": "rfml.data.synthetic",
+    "write_dataset": "rfml.data.synthetic",
+    "SHIPPED_CLASSES_RML2018A": "rfml.data.radioml",
+    "RadioML2016": "rfml.data.radioml",
+    "RadioML2018": "rfml.data.radioml",
+    "BatchStream": "rfml.data.sampling",
+    "BlockShuffleSampler": "rfml.data.sampling",
+    "EpochLoader": "rfml.data.sampling",
+    "DatasetFormatError": "rfml.data.base",
+    "SignalDataset": "rfml.data.base",
+    "UnsafePickleError": "rfml.data.safe_pickle",
+    "load_array_pickle": "rfml.data.safe_pickle",
+    "parse_snrs": "rfml.data.splits",
+    "parse_split": "rfml.data.splits",
+    "snr_mask": "rfml.data.splits",
+    "stratified_split": "rfml.data.splits",
+    "SignalDataModule": "rfml.data.module",
+    "open_dataset": "rfml.data.module",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> object:
-    # The DataModule pulls in Lightning (about 3 s and 180 MB); load it only when asked for.
-    if name in ("SignalDataModule", "open_dataset"):
-        from rfml.data import module
-
-        return getattr(module, name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'rfml.data' has no attribute {name!r}")
-
-
-__all__ = [
-    "CLASSES_ISM",
-    "NORMS",
-    "PRESETS",
-    "SHIPPED_CLASSES_RML2018A",
-    "VIEWS",
-    "BatchStream",
-    "BlockShuffleSampler",
-    "DatasetFormatError",
-    "EpochLoader",
-    "ISMInterference",
-    "RadioML2016",
-    "RadioML2018",
-    "SignalDataModule",
-    "SignalDataset",
-    "SyntheticSignals",
-    "UnsafePickleError",
-    "View",
-    "apply_view",
-    "load_array_pickle",
-    "open_dataset",
-    "parse_snrs",
-    "parse_split",
-    "snr_mask",
-    "source_indices",
-    "stratified_split",
-    "write_dataset",
-]

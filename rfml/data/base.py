@@ -1,4 +1,4 @@
-"""The dataset contract shared by real and synthetic signal datasets (see DESIGN.md, data contract)."""
+"""The dataset contract shared by real and synthetic signal datasets: x float32 [2, L], y and snr int64."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The 2.4 GHz ISM-band interference dataset of Schmidt, Block and Meier (INDIN 2017), in its pickled layout.
 
-Facts: ``shared/reference/ism.md``. ``data_iq.p`` holds floats shaped (15 classes, 21 SNRs,
+Facts: ``datasets/`` (the ISM card). ``data_iq.p`` holds floats shaped (15 classes, 21 SNRs,
 vectors, samples, I/Q) and ``labels.p`` the class index of each vector, shaped (15, 21, vectors).
 """
 

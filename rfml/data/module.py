@@ -286,7 +286,7 @@ class SignalDataModule(pl.LightningDataModule):
         """A loader over any rows of the dataset, through this module's transform (call :meth:`setup` first).
 
         The split loaders use it; so do studies that train many models on chosen subsets of one split
-        (``rfml.snrselect``). ``seed`` seeds the shuffle (default: the module's ``seed``).
+        (``rfml.studies.snr``). ``seed`` seeds the shuffle (default: the module's ``seed``).
         """
         if not self.rows:
             raise RuntimeError("call setup() before asking for data loaders")

@@ -1,6 +1,6 @@
 """RadioML 2016.10a/10b (pickled dict) and 2018.01a (HDF5, read lazily) in their published layouts.
 
-Layouts and facts: ``shared/reference/radioml.md``. Both loaders accept the real files and the files
+Layouts and facts: ``datasets/`` (one card per dataset). Both loaders accept the real files and the files
 ``rfml generate`` writes, through the same code.
 """
 
@@ -20,7 +20,7 @@ from rfml.data.safe_pickle import load_array_pickle
 from rfml.dsp.synthesizer import CLASSES_RML2018A
 
 # The order of the classes.txt shipped with RadioML 2018.01a. It does not match the one-hot columns
-# of Y; the order in CLASSES_RML2018A does (see shared/reference/radioml.md).
+# of Y; the order in CLASSES_RML2018A does (see datasets/rml2018.01a.md).
 SHIPPED_CLASSES_RML2018A: list[str] = [
     "32PSK", "16APSK", "32QAM", "FM", "GMSK", "32APSK", "OQPSK", "8ASK", "BPSK", "8PSK", "AM-SSB-SC", "4ASK",
     "16PSK", "64APSK", "128QAM", "128APSK", "AM-DSB-SC", "AM-SSB-WC", "64QAM", "QPSK", "256QAM", "AM-DSB-WC",
@@ -105,9 +105,10 @@ class RadioML2018(SignalDataset):
 
     Args:
         path: the HDF5 file with ``X`` float32 (N, L, 2), ``Y`` one-hot (N, C), ``Z`` SNR (N, 1).
-        class_order: ``"corrected"`` (the order that matches ``Y``, default), ``"shipped"`` (the
-            order of the dataset's ``classes.txt``, for comparing with work that used it), or an
-            explicit list of C names.
+        class_order: ``"corrected"`` (the order that matches ``Y``, default; a file that names its
+            classes in a ``classes`` attribute, as ``rfml dataset convert`` writes them, is read in
+            that order), ``"shipped"`` (the order of the dataset's ``classes.txt``, for comparing with
+            work that used it), or an explicit list of C names.
         max_gap_rows: unrequested rows that may be read (and dropped) to join two spans.
     """
 
@@ -156,7 +157,8 @@ class RadioML2018(SignalDataset):
 
     def _class_names(self, class_order: str | Sequence[str], columns: int) -> list[str]:
         if class_order == "corrected":
-            names = list(CLASSES_RML2018A)
+            stored = self._file().attrs.get("classes")
+            names = list(CLASSES_RML2018A) if stored is None else [str(name) for name in stored]
         elif class_order == "shipped":
             names = list(SHIPPED_CLASSES_RML2018A)
         elif isinstance(class_order, str):

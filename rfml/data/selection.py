@@ -16,11 +16,14 @@ Every callable takes a batch shaped [B, 2, L] and returns [B, 2, K]; all are bat
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from rfml.data.views import check_batch
 
 __all__ = [
     "METHODS",
@@ -46,24 +49,15 @@ def _check_length(length: Any, name: str = "length") -> int:
     return length
 
 
-def _check_fs(sample_rate_hz: Any) -> float:
+def _check_number(value: Any, name: str, positive: bool = False) -> float:
+    """``value`` as a finite float (and > 0 when ``positive``); otherwise ``ValueError`` naming ``name``."""
     try:
-        value = float(sample_rate_hz)
+        number = float(value)
     except (TypeError, ValueError):
-        value = float("nan")
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"sample_rate_hz must be a positive finite number, got {sample_rate_hz!r}")
-    return value
-
-
-def _check_centre(centre_mhz: Any) -> float:
-    try:
-        value = float(centre_mhz)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not torch.isfinite(torch.tensor(value)):
-        raise ValueError(f"centre_mhz must be a finite number, got {centre_mhz!r}")
-    return value
+        number = math.nan
+    if not math.isfinite(number) or (positive and number <= 0):
+        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return number
 
 
 def _check_ranges(ranges: Any, name: str) -> list[tuple[float, float]]:
@@ -76,19 +70,14 @@ def _check_ranges(ranges: Any, name: str) -> list[tuple[float, float]]:
             lo, hi = (float(v) for v in pair)
         except (TypeError, ValueError):
             raise ValueError(f"{name}[{i}] must be a (lo_mhz, hi_mhz) pair of numbers, got {pair!r}") from None
-        if not (torch.isfinite(torch.tensor([lo, hi])).all() and lo < hi):
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
             raise ValueError(f"{name}[{i}] = {pair!r} must have finite lo < hi (MHz)")
         out.append((lo, hi))
     return out
 
 
 def _check_batch(x: Any, length: int, who: str) -> None:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"x must be a tensor shaped [B, 2, L], got {type(x).__name__}")
-    if x.ndim != 3 or x.shape[1] != 2:
-        raise ValueError(f"x must be shaped [B, 2, L], got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a real floating-point tensor, got dtype {x.dtype}")
+    check_batch(x)
     if x.shape[2] != length:
         raise ValueError(f"{who} was built for length={length}, but x has L={x.shape[2]} (shape {tuple(x.shape)})")
 
@@ -100,8 +89,8 @@ def _batch_x(item: Batch) -> Tensor:
 def bin_frequencies_mhz(length: int = 128, sample_rate_hz: float = 10e6, centre_mhz: float = 2426.5) -> Tensor:
     """RF frequency in MHz (float64, [L]) of each fftshifted bin: ``centre_mhz + (k - L // 2) · fs / L / 1e6``."""
     length = _check_length(length)
-    fs = _check_fs(sample_rate_hz)
-    centre = _check_centre(centre_mhz)
+    fs = _check_number(sample_rate_hz, "sample_rate_hz", positive=True)
+    centre = _check_number(centre_mhz, "centre_mhz")
     k = torch.arange(length, dtype=torch.float64)
     return centre + (k - length // 2) * (fs / length / 1e6)
 

@@ -12,10 +12,10 @@ import multiprocessing
 import os
 import pickle
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -246,16 +246,27 @@ def _write_pickle(handle: object, preset: DatasetPreset, stream: RowChunks, bar:
     pickler.dump({key: _PendingArray(next_key) for key in keys})
 
 
-def _write_hdf5(path: str, preset: DatasetPreset, stream: RowChunks, rows: int, bar: tqdm) -> None:
-    chunk_rows = max(1, min(rows, (2 << 20) // (preset.length * 8)))  # about 2 MiB per chunk of X
+def write_hdf5(
+    path: str,
+    stream: RowChunks,
+    rows: int,
+    length: int,
+    num_classes: int,
+    bar: tqdm,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write RadioML 2018's HDF5 layout (``X`` float32 (N, L, 2), ``Y`` one-hot int64, ``Z`` int64 (N, 1)) from
+    ``stream``'s ``(start, x [n, 2, L], y, snr)`` chunks, with ``attrs`` on the file; one chunk in memory at a time."""
+    chunk_rows = max(1, min(rows, (2 << 20) // (length * 8)))  # about 2 MiB per chunk of X
     with h5py.File(path, "w") as handle:
-        x_set = handle.create_dataset("X", (rows, preset.length, 2), dtype="f4", chunks=(chunk_rows, preset.length, 2))
-        y_set = handle.create_dataset("Y", (rows, len(preset.classes)), dtype="i8", chunks=True)
+        handle.attrs.update(attrs or {})
+        x_set = handle.create_dataset("X", (rows, length, 2), dtype="f4", chunks=(chunk_rows, length, 2))
+        y_set = handle.create_dataset("Y", (rows, num_classes), dtype="i8", chunks=True)
         z_set = handle.create_dataset("Z", (rows, 1), dtype="i8", chunks=True)
         for start, x, y, snr in stream:
             stop = start + len(x)
             x_set[start:stop] = x.transpose(0, 2, 1)
-            y_set[start:stop] = np.eye(len(preset.classes), dtype=np.int64)[y]
+            y_set[start:stop] = np.eye(num_classes, dtype=np.int64)[y]
             z_set[start:stop, 0] = snr
             bar.update(len(x))
 
@@ -345,7 +356,7 @@ def write_dataset(
             with open(temporary, "wb") as handle:
                 _write_pickle(handle, spec, stream, bar)
         else:
-            _write_hdf5(temporary, spec, stream, total, bar)
+            write_hdf5(temporary, stream, total, spec.length, len(spec.classes), bar)
         os.replace(temporary, path)
     finally:
         bar.close()

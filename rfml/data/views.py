@@ -32,11 +32,12 @@ def _check_norm(norm: str) -> str:
     return norm
 
 
-def _check_batch(x: Tensor) -> None:
+def check_batch(x: Any) -> None:
+    """Raise ``ValueError`` unless ``x`` is a real floating-point tensor shaped [B, 2, L]."""
     if not isinstance(x, Tensor):
         raise ValueError(f"x must be a tensor shaped [B, 2, L], got {type(x).__name__}")
     if x.ndim != 3 or x.shape[1] != 2:
-        raise ValueError(f"x must be shaped [B, 2, L] (row 0 = I, row 1 = Q), got {tuple(x.shape)}")
+        raise ValueError(f"x must be shaped [B, 2, L] (two real channels per frame), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"x must be a real floating-point tensor, got dtype {x.dtype}")
 
@@ -76,7 +77,7 @@ def apply_view(x: Tensor, kind: str, norm: str = "none") -> Tensor:
     _check_norm(norm)
     if norm == "standardize":
         raise ValueError("norm='standardize' needs fitted statistics; use View(kind, 'standardize').fit(train_batches)")
-    _check_batch(x)
+    check_batch(x)
     viewed = _view(x, kind)
     return viewed if norm == "none" else _frame_norm(viewed, norm)
 
@@ -101,7 +102,7 @@ class View:
         self.std = torch.ones(2, dtype=torch.float64)
 
     def __call__(self, x: Tensor) -> Tensor:
-        _check_batch(x)
+        check_batch(x)
         viewed = _view(x, self.kind)
         if self.norm == "none":
             return viewed
@@ -128,7 +129,7 @@ class View:
         m2 = torch.zeros(2, dtype=torch.float64)
         for item in batches:
             x = item if isinstance(item, Tensor) else item["x"] if isinstance(item, Mapping) else item[0]
-            _check_batch(x)
+            check_batch(x)
             n_b = x.shape[0] * x.shape[2]
             if n_b == 0:
                 continue

@@ -1,8 +1,8 @@
 """Bluetooth, Zigbee and WiFi bursts seen through the 10 MHz ISM window of Schmidt et al. (INDIN 2017).
 
-The 15 classes, their order and centre frequencies are those of the reference data set
-(``shared/reference/ism.md``): a receiver tuned to 2426.5 MHz samples 2421.5–2431.5 MHz at 10 MS/s and
-cuts vectors of 128 complex samples (12.8 µs).
+The 15 classes, their order and centre frequencies are those of the reference data set (Schmidt et al.; see
+the ISM card in ``datasets/``): a receiver tuned to 2426.5 MHz samples 2421.5–2431.5 MHz at 10 MS/s and cuts
+vectors of 128 complex samples (12.8 µs).
 
 How a vector is made (all batched, every random number a function of ``(seed, index)``):
 

@@ -1,5 +1,5 @@
 """Blind SNR estimation for I/Q frames: the M2M4 moment estimator, snapping estimates to a training-SNR grid, and
-per-SNR error tables for any estimator (M2M4 or a learned one such as ``rfml.snrselect.SNRRegressor``)."""
+per-SNR error tables for any estimator (M2M4 or a learned one such as ``rfml.trainers.SNRRegressor``)."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def round_to_grid(snr_db: Tensor, grid: Sequence[int] | Tensor, bias_db: float =
 
     Used to pick the training SNR (the model trained at that grid point) for a frame whose SNR was estimated.
     A positive ``bias_db`` rounds optimistically: a model trained at an SNR somewhat above the true one loses
-    less accuracy than one trained below it (Wang et al., IEEE WCL 2020; see ``../shared/reference/
-    snr_selection.md``: on RadioML a −4 dB error is catastrophic at mid SNR while +4 dB costs little).
+    less accuracy than one trained below it (Wang et al., IEEE WCL 2020, the SNR-offset study: on RadioML a −4 dB
+    error is catastrophic at mid SNR while +4 dB costs little).
 
     Args:
         snr_db: estimated SNRs in dB, any shape, finite.

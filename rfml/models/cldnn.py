@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rfml.models.layers import dense_layers
 from rfml.models.registry import register
 
 
@@ -66,12 +67,7 @@ class CLDNN(nn.Module):
             self.add_module(f"conv{i}", conv(1 if i == 1 else filters))
         self.lstm = nn.LSTM(2 * filters * 2, lstm_hidden, batch_first=True)
         self.features = nn.Identity()  # the LSTM's last step, [B, lstm_hidden]
-        self.head = nn.Sequential(
-            nn.Linear(lstm_hidden, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.head = nn.Sequential(*dense_layers(lstm_hidden, (hidden,), num_classes, dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         first = self.conv1(x.unsqueeze(1))  # [B, F, 2, L]
@@ -131,15 +127,7 @@ class MCLDNN(nn.Module):
         self.lstm1 = nn.LSTM(2 * filters, lstm_hidden, batch_first=True)
         self.lstm2 = nn.LSTM(lstm_hidden, lstm_hidden, batch_first=True)
         self.features = nn.Identity()  # the second LSTM's last step, [B, lstm_hidden]
-        self.head = nn.Sequential(
-            nn.Linear(lstm_hidden, hidden),
-            nn.SELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.SELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
+        self.head = nn.Sequential(*dense_layers(lstm_hidden, (hidden, hidden), num_classes, dropout, nn.SELU))
 
     def _causal(self, conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
         return F.relu(conv(F.pad(x, (self.kernel_size - 1, 0))))

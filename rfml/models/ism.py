@@ -9,23 +9,20 @@ frame (I/Q, FFT real/imaginary or FFT amplitude/phase), and band or sample selec
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from rfml.models.cldnn import CLDNN
+from rfml.models.layers import check_length, dense_layers
 from rfml.models.registry import register
-from rfml.models.resnet import ResidualUnit
-
-
-def _check_length(model: nn.Module, x: torch.Tensor, length: int) -> None:
-    if x.shape[-1] != length:
-        raise ValueError(f"{type(model).__name__} was built for inputs [B, 2, {length}], got {list(x.shape)}")
+from rfml.models.resnet import ResidualStack
+from rfml.models.vtcnn2 import VTCNN2
 
 
 @register("ism_cnn")
-class ISMCNN(nn.Module):
+class ISMCNN(VTCNN2):
     """The two-layer CNN proposed for interference identification (VT-CNN2's layout without padding).
 
     Source: X. Zhang, T. Seyfi, S. Ju, S. Ramjee, A. El Gamal, Y. C. Eldar, "Deep Learning for Interference
@@ -36,16 +33,15 @@ class ISMCNN(nn.Module):
     ``num_classes`` (softmax in the paper, logits here). Valid (no) padding, dropout 0.6. About 32.9 M
     parameters at L=128, almost all of them in the dense layer on the flattened ``256 × (L - 4)`` map.
 
-    Reconstructed / different here: PyTorch's default initialisation; the dropout after the second convolution
-    is applied at the head's input so that the hint layer sees the feature map before dropout.
+    Built as ``VTCNN2`` (``rfml.models.vtcnn2``) with ``padding=0`` and these widths; as there, PyTorch's
+    default initialisation, and the dropout after the second convolution is applied at the head's input so
+    that the hint layer sees the feature map before dropout.
 
     The head flattens a ``[c2, 1, L - 4]`` map, so the model is built for one ``length`` (at least 5) and raises
     ``ValueError`` on any other.
 
     Parameters (L=128, 15 classes): 32,916,751. At L=16: 3,556,623; at L=8: 1,459,471.
     """
-
-    hint_layer: str = "features"
 
     def __init__(
         self,
@@ -55,53 +51,7 @@ class ISMCNN(nn.Module):
         hidden: int = 1024,
         dropout: float = 0.6,
     ) -> None:
-        super().__init__()
-        if length < 5:
-            raise ValueError(f"ISMCNN: two valid width-3 convolutions need length >= 5, got {length}")
-        self.length = length
-        c1, c2 = channels
-        self.features = nn.Sequential(
-            nn.Conv2d(1, c1, kernel_size=(1, 3)),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Conv2d(c1, c2, kernel_size=(2, 3)),
-            nn.ReLU(),
-        )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Flatten(),
-            nn.Linear(c2 * (length - 4), hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_length(self, x, self.length)
-        return self.head(self.features(x.unsqueeze(1)))
-
-
-class NormResidualUnit(ResidualUnit):
-    """``ResidualUnit`` with batch normalisation: conv BN ReLU → conv BN → + input → ReLU."""
-
-    def __init__(self, channels: int, kernel_size: int = 5) -> None:
-        super().__init__(channels, kernel_size)
-        self.norm1 = nn.BatchNorm1d(channels)
-        self.norm2 = nn.BatchNorm1d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x))))))
-
-
-def norm_residual_stack(in_channels: int, channels: int, kernel_size: int) -> nn.Sequential:
-    """1×1 conv + BN (linear) → two ``NormResidualUnit`` → max pool by 2, rounding up (a length of 1 stays 1)."""
-    return nn.Sequential(
-        nn.Conv1d(in_channels, channels, kernel_size=1),
-        nn.BatchNorm1d(channels),
-        NormResidualUnit(channels, kernel_size),
-        NormResidualUnit(channels, kernel_size),
-        nn.MaxPool1d(2, ceil_mode=True),
-    )
+        super().__init__(num_classes, length, channels, hidden, dropout, padding=0)
 
 
 @register("ism_resnet")
@@ -114,12 +64,12 @@ class ISMResNet(nn.Module):
     normalisation, two residual units (two convolutions of kernel 5, each with batch normalisation) and max
     pooling by 2; then Dense 128 SELU + alpha dropout; Dense ``num_classes``. About 0.14 M parameters.
 
-    Reconstructed / different here: convolutions are 1-D over the two rows as channels; inside a unit the
-    order is conv BN ReLU → conv BN → + skip → ReLU (``ResidualUnit`` plus normalisation); ``same`` zero
-    padding; the pooling rounds up (``ceil_mode``) so that short selections keep one step (L=8 gives
-    8→4→2→1→1→1); the alpha-dropout rate (not stated) defaults to 0.3; logits are returned. The stated layers
-    give 127,407 parameters, about 13 k fewer than the published 0.14 M; the stated layers do not account for
-    the difference.
+    Reconstructed / different here: the stacks are ``rfml.models.resnet``'s ``ResidualStack`` with ``norm``;
+    convolutions are 1-D over the two rows as channels; inside a unit the order is conv BN ReLU → conv BN →
+    + skip → ReLU; ``same`` zero padding; the pooling rounds up (``ceil_mode``) so that short selections keep
+    one step (L=8 gives 8→4→2→1→1→1); the alpha-dropout rate (not stated) defaults to 0.3; logits are
+    returned. The stated layers give 127,407 parameters, about 13 k fewer than the published 0.14 M; the stated
+    layers do not account for the difference.
 
     The head flattens ``[channels, ceil(L / 2**num_stacks)]``, so the model is built for one ``length`` and
     raises ``ValueError`` on any other.
@@ -149,18 +99,17 @@ class ISMResNet(nn.Module):
         for _ in range(num_stacks):
             steps = (steps + 1) // 2
         self.features = nn.Sequential(
-            *(norm_residual_stack(2 if i == 0 else channels, channels, kernel_size) for i in range(num_stacks))
+            *(
+                ResidualStack(2 if i == 0 else channels, channels, kernel_size, norm=True, ceil_mode=True)
+                for i in range(num_stacks)
+            )
         )
         self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(channels * steps, hidden),
-            nn.SELU(),
-            nn.AlphaDropout(dropout),
-            nn.Linear(hidden, num_classes),
+            nn.Flatten(), *dense_layers(channels * steps, (hidden,), num_classes, dropout, nn.SELU, nn.AlphaDropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_length(self, x, self.length)
+        check_length(self, x)
         return self.head(self.features(x))
 
 
@@ -176,25 +125,16 @@ class ISMCLDNN(CLDNN):
     output layer.
 
     Reconstructed / different here: ``CLDNN`` (West & O'Shea 2017, ``rfml.models.cldnn``) with a fourth
-    convolution (``num_convs=4``): filter count, kernel, padding, activations, dropout,
-    the bypass (first convolution's output concatenated with the last's) and the LSTM's reading of the map are
-    ``CLDNN``'s (50 filters of 1×8, ``same`` padding, ReLU, dropout 0.5), not stated in the papers. Works for
-    any length.
+    convolution (``num_convs`` defaults to 4; every other keyword is ``CLDNN``'s): filter count, kernel,
+    padding, activations, dropout, the bypass (first convolution's output concatenated with the last's) and the
+    LSTM's reading of the map are ``CLDNN``'s (50 filters of 1×8, ``same`` padding, ReLU, dropout 0.5), not
+    stated in the papers. Works for any length.
 
     Parameters (L=128, 15 classes): 127,911 (the same at any length).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        length: int = 128,
-        filters: int = 50,
-        kernel_size: int = 8,
-        lstm_hidden: int = 50,
-        hidden: int = 256,
-        dropout: float = 0.5,
-    ) -> None:
-        super().__init__(num_classes, length, filters, kernel_size, lstm_hidden, hidden, dropout, num_convs=4)
+    def __init__(self, num_classes: int, length: int = 128, num_convs: int = 4, **kwargs: Any) -> None:
+        super().__init__(num_classes, length, num_convs=num_convs, **kwargs)
 
 
 @register("ism_lstm")

@@ -6,30 +6,38 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rfml.models.layers import check_length, dense_layers
 from rfml.models.registry import register
 
 
 class ResidualUnit(nn.Module):
-    """conv k ReLU → conv k (linear) → + input → ReLU, at constant width and length."""
+    """conv k ReLU → conv k (linear) → + input → ReLU, at constant width and length; with ``norm``, batch
+    normalisation after each convolution (conv BN ReLU → conv BN → + input → ReLU)."""
 
-    def __init__(self, channels: int, kernel_size: int = 3) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, norm: bool = False) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
         self.conv2 = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2)
+        self.norm1 = nn.BatchNorm1d(channels) if norm else nn.Identity()
+        self.norm2 = nn.BatchNorm1d(channels) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        return F.relu(x + self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x))))))
 
 
 class ResidualStack(nn.Sequential):
-    """1×1 conv (linear) → residual unit → residual unit → max pool by 2: halves the time axis."""
+    """1×1 conv (linear; batch-normalised with ``norm``) → residual unit → residual unit → max pool by 2: halves
+    the time axis (rounding up with ``ceil_mode``, so that a length of 1 stays 1)."""
 
-    def __init__(self, in_channels: int, channels: int, kernel_size: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, kernel_size: int = 3, norm: bool = False, ceil_mode: bool = False
+    ) -> None:
         super().__init__(
             nn.Conv1d(in_channels, channels, kernel_size=1),
-            ResidualUnit(channels, kernel_size),
-            ResidualUnit(channels, kernel_size),
-            nn.MaxPool1d(2),
+            *([nn.BatchNorm1d(channels)] if norm else []),
+            ResidualUnit(channels, kernel_size, norm),
+            ResidualUnit(channels, kernel_size, norm),
+            nn.MaxPool1d(2, ceil_mode=ceil_mode),
         )
 
 
@@ -90,16 +98,9 @@ class ResNetAMR(nn.Module):
         )
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * steps, hidden),
-            nn.SELU(),
-            nn.AlphaDropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.SELU(),
-            nn.AlphaDropout(dropout),
-            nn.Linear(hidden, num_classes),
+            *dense_layers(channels * steps, (hidden, hidden), num_classes, dropout, nn.SELU, nn.AlphaDropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.length:
-            raise ValueError(f"ResNetAMR was built for inputs [B, 2, {self.length}], got {list(x.shape)}")
+        check_length(self, x)
         return self.head(self.features(x))

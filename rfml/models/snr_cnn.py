@@ -22,7 +22,7 @@ class SNRCNN(nn.Module):
 
     Four layers of widths 32/48/64/64 and kernels 7/5/3/3, max-pool 2 after the first and second, global average
     pool, Linear(64 → 64) → ReLU → Linear(64 → ``num_classes``). For regression ``num_classes=1`` gives the SNR
-    in dB (``rfml.snrselect.SNRRegressor``); more outputs make a classifier over an SNR grid. 34,497 parameters
+    in dB (``rfml.trainers.SNRRegressor``); more outputs make a classifier over an SNR grid. 34,497 parameters
     with one output; fully convolutional, so any ``length`` of at least 2 per pooling (4 by default) works
     (``length`` is accepted for the registry's signature and not used).
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rfml.models.layers import check_length, dense_layers
 from rfml.models.registry import register
 
 
@@ -21,13 +22,13 @@ class VTCNN2(nn.Module):
     (mixing I and Q) + ReLU + dropout; flatten; Dense 256 ReLU + dropout; Dense ``num_classes``
     (softmax in the paper, logits here). Dropout 0.5.
 
-    Reconstructed / different here: the two zero paddings are folded into the convolutions
-    (``padding=(0, 2)``), which is the same arithmetic; PyTorch's default initialisation instead of
-    Glorot-uniform; the last dropout on the features is applied at the head's input so that the hint layer
-    sees the feature map before dropout.
+    Reconstructed / different here: the two zero paddings are folded into the convolutions (``padding``
+    samples at both ends, 2 by default), which is the same arithmetic; PyTorch's default initialisation
+    instead of Glorot-uniform; the last dropout on the features is applied at the head's input so that the
+    hint layer sees the feature map before dropout.
 
-    The head flattens a ``[80, 1, L + 4]`` map, so the model is built for one ``length`` and raises
-    ``ValueError`` on any other.
+    The head flattens a ``[80, 1, L + 4·padding - 4]`` map (``L + 4`` by default), so the model is built for
+    one ``length`` and raises ``ValueError`` on any other.
 
     Parameters (L=128, 11 classes): 2,830,427 — the figure in the public notebook's Keras summary
     (the 1.59 M sometimes quoted does not match this layer list at L=128). At L=1024, 24 classes:
@@ -43,27 +44,28 @@ class VTCNN2(nn.Module):
         channels: tuple[int, int] = (256, 80),
         hidden: int = 256,
         dropout: float = 0.5,
+        padding: int = 2,
     ) -> None:
         super().__init__()
+        steps = length + 4 * padding - 4  # two width-3 convolutions, each padded by ``padding`` at both ends
+        if steps < 1:
+            raise ValueError(
+                f"{type(self).__name__}: two width-3 convolutions padded by {padding} need length >= "
+                f"{5 - 4 * padding}, got {length}"
+            )
         self.length = length
         c1, c2 = channels
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, kernel_size=(1, 3), padding=(0, 2)),
+            nn.Conv2d(1, c1, kernel_size=(1, 3), padding=(0, padding)),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Conv2d(c1, c2, kernel_size=(2, 3), padding=(0, 2)),
+            nn.Conv2d(c1, c2, kernel_size=(2, 3), padding=(0, padding)),
             nn.ReLU(),
         )
         self.head = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Flatten(),
-            nn.Linear(c2 * (length + 4), hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, num_classes),
+            nn.Dropout(dropout), nn.Flatten(), *dense_layers(c2 * steps, (hidden,), num_classes, dropout)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.length:
-            raise ValueError(f"VTCNN2 was built for inputs [B, 2, {self.length}], got {list(x.shape)}")
+        check_length(self, x)
         return self.head(self.features(x.unsqueeze(1)))

@@ -1,0 +1,140 @@
+"""The distillation objectives: Hinton KD, cross-entropy, their hybrid, and `DistillationLoss`, which adds the
+feature-hint terms and reports every term by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ondevice.distill.hints import FeatureHint, hint_loss
+
+
+def flat_logits(logits: Tensor, what: str) -> Tensor:
+    """Logits [B, C] or [B, ..., C] as [N, C]; ``what`` names them in the error for any other shape."""
+    # Sequence logits [B, L, C] (language models) count every position as one example of the batch mean.
+    if logits.ndim < 2:
+        raise ValueError(f"{what}: expected logits [B, C] or [B, ..., C], got shape {tuple(logits.shape)}")
+    return logits.reshape(-1, logits.shape[-1])
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:  # also rejects NaN
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha (the weight of the KD term) must lie in [0, 1], got {alpha}")
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, averaged over the batch (every position for [B, ..., C] logits).
+
+    The T² factor (Hinton et al. 2015) keeps the gradient magnitude comparable across temperatures, since the
+    softened gradient shrinks as 1/T²; for large T the gradient tends to ((s - mean s) - (t - mean t)) / (C·B).
+    """
+    _check_temperature(temperature)
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"kd_loss: student logits {tuple(student_logits.shape)} and teacher logits "
+            f"{tuple(teacher_logits.shape)} must have the same shape"
+        )
+    log_p_s = F.log_softmax(flat_logits(student_logits, "student logits") / temperature, dim=-1)
+    log_p_t = F.log_softmax(flat_logits(teacher_logits, "teacher logits") / temperature, dim=-1)
+    # log_target=True: the teacher stays in log space, so tiny probabilities never turn into 0 · log 0.
+    kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
+    return kl * temperature**2
+
+
+def classification_ce(logits: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy of logits [B, C] (or [B, ..., C]) against class indices [B] (or [B, ...])."""
+    flat = flat_logits(logits, "student logits")
+    if target.numel() != flat.shape[0]:
+        raise ValueError(
+            f"targets: expected {flat.shape[0]} class indices for logits {tuple(logits.shape)}, "
+            f"got shape {tuple(target.shape)}"
+        )
+    return F.cross_entropy(flat, target.reshape(-1))
+
+
+def _combine(ce: Tensor, kd: Tensor, alpha: float, hint_terms: Iterable[tuple[float, Tensor]]) -> Tensor:
+    # At alpha = 0 the total is the CE tensor itself: bitwise CE, and immune to a NaN/inf KD term.
+    total = ce if alpha == 0 else (1 - alpha) * ce + alpha * kd
+    for weight, value in hint_terms:
+        total = total + weight * value
+    return total
+
+
+def hybrid_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    target: Tensor,
+    alpha: float = 0.9,
+    temperature: float = 4.0,
+    hint_terms: Sequence[tuple[float, Tensor]] = (),
+) -> Tensor:
+    """``(1 - alpha) · CE(student, target) + alpha · KD + Σ wᵢ · hintᵢ``; ``hint_terms`` holds (wᵢ, hintᵢ) pairs."""
+    _check_alpha(alpha)
+    ce = classification_ce(student_logits, target)
+    return _combine(ce, kd_loss(student_logits, teacher_logits, temperature), alpha, hint_terms)
+
+
+class DistillationLoss(nn.Module):
+    """The hybrid objective ``(1 - alpha) · CE + alpha · KD(T) + Σ wᵢ · hintᵢ`` with every term reported by name.
+
+    Holds no parameters: the hint adapters belong to the caller (see :class:`DistillationModule`).
+
+    Args:
+        alpha: weight of the KD term, in [0, 1]; 0 gives plain cross-entropy.
+        temperature: softmax temperature of the KD term, > 0.
+        hints: feature hints (:class:`FeatureHint`, or dicts of its fields).
+    """
+
+    def __init__(self, alpha: float = 0.9, temperature: float = 4.0, hints: list[FeatureHint] | None = None) -> None:
+        super().__init__()
+        _check_alpha(alpha)
+        _check_temperature(temperature)
+        self.alpha = float(alpha)
+        self.temperature = float(temperature)
+        self.hints = [hint if isinstance(hint, FeatureHint) else FeatureHint(**hint) for hint in hints or []]
+        keys = [hint.key for hint in self.hints]
+        if len(set(keys)) != len(keys):
+            raise ValueError(
+                "DistillationLoss: hints must pair distinct (student, teacher) modules, "
+                f"got {[h.name for h in self.hints]}"
+            )
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor,
+        target: Tensor,
+        student_features: Mapping[str, Tensor] | None = None,
+        teacher_features: Mapping[str, Tensor] | None = None,
+        adapters: Mapping[str, nn.Module] | None = None,
+    ) -> dict[str, Tensor]:
+        """``{"ce", "kd", "hint/<student>-><teacher>" (one per hint), "total"}``.
+
+        ``student_features``/``teacher_features`` map module names to recorded outputs, ``adapters`` maps
+        :attr:`FeatureHint.key` to the adapter; all three are needed only when there are hints.
+        """
+        terms = {
+            "ce": classification_ce(student_logits, target),
+            "kd": kd_loss(student_logits, teacher_logits.detach(), self.temperature),
+        }
+        hint_terms = []
+        for hint in self.hints:
+            for what, given, key in (
+                ("student_features", student_features, hint.student),
+                ("teacher_features", teacher_features, hint.teacher),
+                ("adapters", adapters, hint.key),
+            ):
+                if given is None or key not in given:
+                    raise ValueError(f"DistillationLoss: hint {hint.name} needs {what}[{key!r}], which was not given")
+            value = hint_loss(hint, adapters[hint.key], student_features[hint.student], teacher_features[hint.teacher])
+            terms[f"hint/{hint.name}"] = value
+            hint_terms.append((hint.weight, value))
+        terms["total"] = _combine(terms["ce"], terms["kd"], self.alpha, hint_terms)
+        return terms

@@ -1,0 +1,159 @@
+"""Export candidate shapes' prefill and decode graphs and time them side by side (`ondevice.profile`), into a
+`LatencyTable`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ondevice.report import LatencyReport
+from slm.arch import ArchConfig
+from slm.latency.counts import candidate_name, check_configs, check_length
+from slm.latency.table import LatencyTable
+
+
+def _check_lengths(configs: Mapping[str, ArchConfig], prompt_length: int, past_lengths: Sequence[int]) -> None:
+    check_length(prompt_length, "prompt_length")
+    if isinstance(past_lengths, (int, str)) or not past_lengths:
+        raise ValueError(f"past_lengths must be a non-empty sequence of positive integers, got {past_lengths!r}")
+    for t in past_lengths:
+        check_length(t, "past_lengths entry")
+    for name, config in configs.items():
+        # The graphs' symbolic axes stop at the context length; say which config is too short.
+        if prompt_length > config.context_length or max(past_lengths) + 1 > config.context_length:
+            raise ValueError(
+                f"config {name!r}: context_length {config.context_length} is too short for prompt_length "
+                f"{prompt_length} and past length {max(past_lengths)} (+1 new token)"
+            )
+
+
+def export_candidates(
+    configs: Mapping[str, ArchConfig],
+    out_dir: str | os.PathLike,
+    *,
+    prompt_length: int = 64,
+    past_lengths: Sequence[int] = (256,),
+    verify: bool = False,
+    progress: bool = True,
+    seed: int = 0,
+) -> dict[str, tuple[Path, dict[str, np.ndarray]]]:
+    """Export each config's prefill and decode graphs (random weights from `seed`) into `out_dir`.
+
+    Returns candidate name → (ONNX path, input arrays), the pair form `ondevice.profile.profile` and
+    `ondevice.bundle.write_bundle` take. One decode graph serves every past length (its past axis is
+    symbolic); only the arrays differ.
+    """
+    from tqdm.auto import tqdm
+
+    from slm.export import (
+        as_arrays,
+        cache_names,
+        decode_inputs,
+        export_decode,
+        export_prefill,
+        prefill_inputs,
+        random_model,
+    )
+
+    check_configs(configs)
+    _check_lengths(configs, prompt_length, past_lengths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    candidates: dict[str, tuple[Path, dict[str, np.ndarray]]] = {}
+    for name, config in tqdm(configs.items(), desc="exporting", unit="config", disable=not progress, leave=False):
+        model = random_model(config, seed=seed)
+        prefill_path, decode_path = out / f"{name}.prefill.onnx", out / f"{name}.decode.onnx"
+        export_prefill(model, prefill_path, verify=verify)
+        export_decode(model, decode_path, verify=verify)
+        tokens = prefill_inputs(config, prompt_length, seed=seed)[0].numpy()
+        candidates[candidate_name(name, "prefill", prompt_length)] = (prefill_path, {"tokens": tokens})
+        input_names = ["token", *cache_names(config.num_layers, "past")]
+        for t in past_lengths:
+            arrays = as_arrays(decode_inputs(config, t, seed=seed), input_names)
+            candidates[candidate_name(name, "decode", t)] = (decode_path, arrays)
+    return candidates
+
+
+def _torch_candidates(
+    configs: Mapping[str, ArchConfig], prompt_length: int, past_lengths: Sequence[int], seed: int
+) -> dict[str, tuple[Any, tuple[Any, ...]]]:
+    from slm.export import DecodeGraph, PrefillGraph, decode_inputs, prefill_inputs, random_model
+
+    candidates: dict[str, tuple[Any, tuple[Any, ...]]] = {}
+    for name, config in configs.items():
+        model = random_model(config, seed=seed)
+        candidates[candidate_name(name, "prefill", prompt_length)] = (
+            PrefillGraph(model),
+            prefill_inputs(config, prompt_length, seed=seed),
+        )
+        for t in past_lengths:
+            candidates[candidate_name(name, "decode", t)] = (DecodeGraph(model), decode_inputs(config, t, seed=seed))
+    return candidates
+
+
+def measure(
+    configs: Mapping[str, ArchConfig],
+    *,
+    prompt_length: int = 64,
+    past_lengths: Sequence[int] = (256,),
+    backends: Sequence[str] = ("onnxruntime",),
+    threads: int = 2,
+    warmup: int = 5,
+    repeats: int = 30,
+    rounds: int = 5,
+    isolate: bool = True,
+    workdir: str | os.PathLike | None = None,
+    progress: bool = True,
+    seed: int = 0,
+) -> LatencyTable:
+    """Export every config and time its prefill and decode calls; all ONNX candidates in one interleaved run.
+
+    Interleaving (A B A B round by round) puts every candidate under the same drift, so their ratios hold
+    even when the machine's speed wanders. A "torch" backend is timed in a second run over the eager
+    PrefillGraph/DecodeGraph modules (same seed, same weights), since an ONNX file cannot run on torch.
+    `workdir` keeps the exported graphs (under `onnx/`); by default they go to a temporary folder.
+    """
+    from ondevice.profile import BACKENDS, profile
+
+    check_configs(configs)
+    _check_lengths(configs, prompt_length, past_lengths)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown or not backends:
+        raise ValueError(f"backends {list(backends)!r}: choose from {BACKENDS}")
+    ort_backends = tuple(b for b in backends if b != "torch")
+    settings = dict(prompt_length=prompt_length, past_lengths=list(past_lengths), seed=seed, threads=threads)
+    owned = tempfile.TemporaryDirectory(prefix="slm-latency-") if workdir is None else None
+    work = Path(owned.name if owned else workdir)
+    try:
+        reports = []
+        timing = dict(threads=threads, warmup=warmup, repeats=repeats, rounds=rounds, progress=progress)
+        if ort_backends:
+            candidates = export_candidates(
+                configs,
+                work / "onnx",
+                prompt_length=prompt_length,
+                past_lengths=past_lengths,
+                progress=progress,
+                seed=seed,
+            )
+            profile_dir = work / "profile"
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            reports.append(profile(candidates, backends=ort_backends, isolate=isolate, workdir=profile_dir, **timing))
+        if "torch" in backends:
+            candidates = _torch_candidates(configs, prompt_length, past_lengths, seed)
+            reports.append(profile(candidates, backends=("torch",), isolate=isolate, **timing))
+    finally:
+        if owned is not None:
+            owned.cleanup()
+    merged = LatencyReport(
+        measurements=[m for r in reports for m in r.measurements],
+        models={k: v for r in reports for k, v in r.models.items()},
+        environment=reports[0].environment,
+        settings={**reports[0].settings, **settings, "backends": list(backends)},
+    )
+    return LatencyTable.from_report(merged, configs)

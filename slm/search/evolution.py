@@ -1,0 +1,188 @@
+"""NSGA-II over the search space inside the budget, and the screen-then-measure search built on it: a cheap
+latency source screens many shapes, the shortlist is measured, and only the measurements choose."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from slm.arch import ArchConfig
+from slm.search.pareto import Objective, crowding_distance, metric_matrix, nondominated_sort, pareto_front
+from slm.search.result import Evaluated, SearchResult
+from slm.search.space import Budget, SearchSpace
+
+# A latency source: a batch of shapes in, one dict of metrics per shape out.
+Evaluator = Callable[[Sequence[ArchConfig]], list[dict[str, float]]]
+
+
+def _evaluate(
+    fn: Callable[[Sequence[ArchConfig]], Sequence[Mapping[str, Any]]],
+    configs: Sequence[ArchConfig],
+    metrics: Sequence[str],
+    what: str,
+) -> list[dict[str, float]]:
+    """Call an evaluator and check it returned one finite value of each metric per config."""
+    results = fn(list(configs))
+    if not isinstance(results, Sequence) or len(results) != len(configs):
+        got = len(results) if isinstance(results, Sequence) else type(results).__name__
+        raise ValueError(f"{what} must return one dict of metrics per config: {len(configs)} configs, got {got}")
+    kept = []
+    for config, result in zip(configs, results, strict=True):
+        if not isinstance(result, Mapping):
+            raise ValueError(f"{what}: result for {config.name} must be a dict of metrics, got {result!r}")
+        # Extra finite numbers (say an unweighted memory figure) are kept for the record; other fields are not.
+        numeric = {
+            k: float(v)
+            for k, v in result.items()
+            if isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        metric_matrix([result], metrics, where=what, labels=[config.name])
+        kept.append(numeric)
+    return kept
+
+
+def _select(candidates: Sequence[Evaluated], k: int, metrics: Sequence[str]) -> list[Evaluated]:
+    """NSGA-II survival: whole fronts best first, the last one cut by crowding distance (widest first)."""
+    points = [c.metrics for c in candidates]
+    survivors: list[int] = []
+    for front in nondominated_sort(points, metrics):
+        if len(survivors) + len(front) <= k:
+            survivors += front
+            continue
+        distance = crowding_distance(points, metrics, front)
+        ranked = sorted(range(len(front)), key=lambda i: (-distance[i], front[i]))
+        survivors += [front[i] for i in ranked[: k - len(survivors)]]
+        break
+    return [candidates[i] for i in survivors]
+
+
+def _tournament(parents: Sequence[Evaluated], rank: Mapping[int, tuple], rng: random.Random) -> ArchConfig:
+    """Binary tournament: the better of two random parents by (front, crowding), ties to the lower index."""
+    return parents[min(rng.sample(range(len(parents)), 2), key=rank.__getitem__)].config
+
+
+def evolve(
+    space: SearchSpace,
+    budget: Budget,
+    evaluate: Evaluator,
+    objective: Objective,
+    *,
+    population: int = 32,
+    generations: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Evaluated]:
+    """NSGA-II over the space inside the budget; returns every evaluated shape, in evaluation order.
+
+    `evaluate` gets a batch of configs and returns one dict of metrics each (it must hold the objective's
+    metrics). Each generation breeds `population` new shapes (tournament, crossover, mutation; children outside
+    the budget get their layer count repaired or are dropped), so no shape is evaluated twice; the search stops
+    early once every shape in the budget has been evaluated. Deterministic for a seed and evaluator.
+    """
+    from tqdm.auto import tqdm
+
+    for name, value, low in (("population", population, 2), ("generations", generations, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"evolve: {name} must be an integer >= {low}, got {value!r}")
+    rng = random.Random(seed)
+    metrics = objective.metrics
+    cache: dict[ArchConfig, Evaluated] = {}
+
+    def run(configs: Sequence[ArchConfig], generation: int) -> list[Evaluated]:
+        results = _evaluate(evaluate, configs, metrics, "evaluate")
+        for config, result in zip(configs, results, strict=True):
+            cache[config] = Evaluated(config, result, generation)
+        return [cache[c] for c in configs]
+
+    parents = run(space.random_feasible(population, budget, rng), 0)
+    bar = tqdm(range(1, generations + 1), desc="slm search", unit="gen", disable=not progress)
+    for generation in bar:
+        points = [p.metrics for p in parents]
+        rank = {}
+        for r, front in enumerate(nondominated_sort(points, metrics)):
+            for i, d in zip(front, crowding_distance(points, metrics, front), strict=True):
+                rank[i] = (r, -d, i)
+
+        children: dict[ArchConfig, None] = {}
+        for _ in range(20 * population):
+            if len(children) == population:
+                break
+            child = _tournament(parents, rank, rng)
+            if rng.random() < 0.9:
+                child = space.crossover(child, _tournament(parents, rank, rng), rng)
+            child = space.mutate(child, rng)
+            if not budget.contains(child):
+                child = space.repair(child, budget, rng)
+            if child is not None and child not in cache and child not in children:
+                children[child] = None
+        batch = list(children)
+        if len(batch) < population:
+            # Breeding stalls once the population's neighbourhood is used up; fresh shapes keep the evaluation count.
+            batch += space.draw_feasible(population - len(batch), budget, rng, exclude=[*cache, *children])
+        if not batch:
+            break
+        parents = _select(parents + run(batch, generation), population, metrics)
+        # Per-metric bests, not a score: scores are relative to medians that shift as the search improves.
+        best = {m: f"{min(e.metrics[m] for e in cache.values()):.4g}" for m in metrics}
+        bar.set_postfix(evaluated=len(cache), **best)
+    bar.close()  # an early stop leaves the loop before tqdm would close the bar itself
+    return list(cache.values())
+
+
+def shortlist(candidates: Sequence[Evaluated], objective: Objective, k: int) -> list[Evaluated]:
+    """The k candidates to measure: the Pareto front by scalarised score, then the rest by score."""
+    points = [c.metrics for c in candidates]
+    scores = objective.scores(points)
+    front = set(pareto_front(points, objective.metrics))
+    order = sorted(range(len(candidates)), key=lambda i: (i not in front, scores[i], i))
+    return [candidates[i] for i in order[:k]]
+
+
+def run_search(
+    space: SearchSpace,
+    budget: Budget,
+    objective: Objective,
+    *,
+    screen: Evaluator,
+    measure: Evaluator,
+    top_k: int = 8,
+    population: int = 32,
+    generations: int = 20,
+    seed: int = 0,
+    progress: bool = True,
+) -> SearchResult:
+    """Screen shapes with `screen` (a cheap predictor) through `evolve`, measure the top_k with `measure`, and
+    take the front and the chosen shape (lowest scalarised score) from the measured numbers alone."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"run_search: top_k must be a positive integer, got {top_k!r}")
+    start = time.perf_counter()
+    screened = evolve(
+        space, budget, screen, objective, population=population, generations=generations, seed=seed, progress=progress
+    )
+    screened_at = time.perf_counter()
+    candidates = shortlist([e for e in screened if budget.contains(e.config)], objective, top_k)
+    results = _evaluate(measure, [c.config for c in candidates], objective.metrics, "measure")
+    measured = [Evaluated(c.config, r, c.generation) for c, r in zip(candidates, results, strict=True)]
+    measured_at = time.perf_counter()
+    points = [e.metrics for e in measured]
+    scores = objective.scores(points)
+    chosen = min(range(len(measured)), key=lambda i: (scores[i], i))
+    return SearchResult(
+        screened=screened,
+        measured=measured,
+        front=pareto_front(points, objective.metrics),
+        chosen_index=chosen,
+        objective=objective,
+        budget=budget,
+        timings={
+            "screen_s": screened_at - start,
+            "measure_s": measured_at - screened_at,
+            "total_s": measured_at - start,
+        },
+        space=space,
+        settings={"population": population, "generations": generations, "seed": seed, "top_k": top_k},
+    )
