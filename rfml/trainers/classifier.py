@@ -48,12 +48,13 @@ def with_scheduler(optimizer: torch.optim.Optimizer, scheduler: LRSchedulerCalla
 class AMREvaluation:
     """The evaluation both AMR modules share: accuracy while validating, the full report on ``test``.
 
-    Mixed into a LightningModule whose ``__init__`` calls :meth:`_init_amr` and that names in :attr:`network` the
-    network it evaluates; ``test`` and ``predict`` run that network alone.
+    Mixed into a LightningModule whose ``__init__`` calls :meth:`_init_amr` and whose :attr:`network_attribute`
+    names the attribute holding the network it evaluates; ``test`` and ``predict`` run that network alone.
     """
 
     num_classes: int
     report_dir: str | None
+    network_attribute: str
 
     def _init_amr(
         self,
@@ -74,7 +75,7 @@ class AMREvaluation:
     @property
     def network(self) -> nn.Module:
         """The network being evaluated (the classifier's own, or SKD's student)."""
-        raise NotImplementedError
+        return getattr(self, self.network_attribute)
 
     def _class_names(self) -> list[str] | None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -139,6 +140,8 @@ class Classifier(AMREvaluation, pl.LightningModule):
             ``rfml test`` must be the one asked for then.
     """
 
+    network_attribute = "net"
+
     def __init__(
         self,
         model: str = "clst",
@@ -156,10 +159,6 @@ class Classifier(AMREvaluation, pl.LightningModule):
         self.optimizer = optimizer
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
-
-    @property
-    def network(self) -> nn.Module:
-        return self.net
 
     @property
     def report_name(self) -> str:

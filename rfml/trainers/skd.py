@@ -58,6 +58,8 @@ class SKD(AMREvaluation, DistillationModule):
     ``ondevice.distill.student_state_dict``.
     """
 
+    network_attribute = "student"
+
     def __init__(
         self,
         student: str = "kd_cnn",
@@ -97,10 +99,6 @@ class SKD(AMREvaluation, DistillationModule):
         )
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
         self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
-
-    @property
-    def network(self) -> nn.Module:
-        return self.student
 
     @property
     def report_name(self) -> str:
