@@ -6,7 +6,6 @@ with other settings is refused unless ``restart``.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -96,13 +95,7 @@ def run_study(config: ISMStudyConfig, progress: bool = True) -> dict[str, Any]:
         log.append(record)
         if progress:
             print(f"[{i}/{len(plan)}] {spec.label}: {_run_line(record)}", flush=True)
-    results = {
-        "format": RESULTS_FORMAT,
-        "version": RESULTS_VERSION,
-        "study": json.loads(json.dumps(study)),
-        "meta": json.loads(json.dumps(meta)),
-        "runs": log.load(),
-    }
+    results = load_ism_results(out)  # the report reads what is on disk, as `rfml ism-study` on a finished study does
     paths = write_ism_report(results, out)
     if progress:
         print(f"report: {paths['report']}")
