@@ -1,19 +1,32 @@
-"""AMR accuracy on the synthetic RadioML 2016.10a-like set: ClST against the baselines, SKD students against the
-same students trained alone, with parameters, MACs and ONNX Runtime latency measured side by side.
+"""AMR accuracy on the synthetic RadioML 2016.10a-like set under two training set-ups, the common AMR protocol and
+the training recipe: ClST against the baselines, SKD students against the same students trained alone, with
+parameters, MACs and ONNX Runtime latency side by side.
 
     python benchmarks/amr_accuracy.py train   --work amr_work [--per-key 1000] [--max-epochs 30] [--patience 5]
-                                              [--seeds 3] [--parallel 4] [--accelerator auto]
+                                              [--recipes protocol,recipe] [--seeds 3] [--clst-seeds 2]
+                                              [--parallel 4] [--accelerator auto] [--only REGEX]
     python benchmarks/amr_accuracy.py profile --work amr_work          # on the target CPU, one thread
-    python benchmarks/amr_accuracy.py table   --work amr_work --out benchmarks/results
+    python benchmarks/amr_accuracy.py table   --work amr_work --out benchmarks/results [--stem amr_recipe]
 
-``train`` writes the dataset once (``rfml generate`` layout, 11 classes × 20 SNRs × per-key frames), then trains
-every run with Lightning (``rfml.trainers.Classifier`` / ``SKD``), the same 6:2:2 split, batch size, Adam lr 1e-3,
-epoch cap and early stopping on validation loss for all, and tests each run's best checkpoint. Runs:
-ClST and every baseline with seed 0; KD-CNN and KD-MobileNet with cross-entropy alone and with SKD (hybrid loss,
-and logit-only KD as the ablation), seeds 0…seeds−1. Each run is a process of its own (``--parallel`` at a time)
-and leaves ``<work>/runs/<run>/result.json``; a run with a result is skipped, so an interrupted ``train`` resumes.
-``profile`` measures every model with ``ondevice.profile`` (ONNX Runtime, batch 1 and 256, interleaved).
-``table`` joins both into ``amr_accuracy.md`` / ``.json`` / ``.png`` under ``--out`` and checks the targets.
+``train`` writes the dataset once (``rfml generate`` layout, 11 classes × 20 SNRs × per-key frames) and trains
+every run with Lightning (``rfml.trainers.Classifier`` / ``SKD``) on the same 6:2:2 split, batch size and epoch cap,
+then tests each run's best checkpoint. Frames are scaled to unit mean power (``SignalDataModule(norm="rms")``) in
+both set-ups: that input scale is part of the data contract, so protocol against recipe isolates the training.
+
+- ``protocol``: Adam lr 1e-3 at a constant rate, plain cross-entropy, no augmentation, early stopping on
+  ``val/loss`` (``--patience``), best checkpoint on ``val/loss``. ClST, every baseline and both students, seed 0.
+- ``recipe``: ``rfml.trainers.recipe.RECIPE`` as shipped (AdamW, linear warm-up then cosine decay to zero over
+  the full ``--max-epochs``, ``SignalAugment``, label smoothing, best checkpoint on ``val/acc``, EMA of the
+  weights); no early stopping. Every baseline seed 0, ClST seeds 0…clst-seeds−1, and both students with ``ce``,
+  ``logit`` (logit KD) and ``hybrid`` (KD plus feature hint) for seeds 0…seeds−1. SKD distils from the recipe
+  ClST seed 0 (``clst-ce-recipe-s0``) with SKD's default α, T, β unless ``--alpha/--temperature/--beta`` are given.
+
+Run ids are ``{model}-{training}-{recipe}-s{seed}``. Each run is a process of its own (``--parallel`` at a time) and
+leaves ``<work>/runs/<run>/result.json``; a run with a result is skipped, so an interrupted ``train`` resumes. The
+teacher-free runs go first, then the SKD runs. ``profile`` measures every model with ``ondevice.profile`` (ONNX
+Runtime, batch 1 and 256, interleaved) into ``<work>/latency.json``. ``table`` writes ``<stem>.json`` (one entry per
+run), ``<stem>_table.json`` (rows, targets, latency), ``<stem>.md`` and ``<stem>.png`` under ``--out`` and checks
+the targets.
 """
 
 from __future__ import annotations
@@ -33,42 +46,80 @@ from typing import Any
 BASELINES = ("vtcnn2", "resnet", "cldnn", "mcldnn", "lstm2")
 STUDENTS = ("kd_cnn", "kd_mobilenet")
 ALL_MODELS = ("clst", *BASELINES, *STUDENTS)
-TEACHER_RUN = "clst-ce-s0"
+RECIPES = ("protocol", "recipe")
+TRAININGS = ("ce", "logit", "hybrid")
+LABEL = {"ce": "CE", "logit": "SKD logit KD", "hybrid": "SKD hybrid"}
+SKD_ARGS = ("alpha", "temperature", "beta")
+LOW_SNR_DB = -10
 DATA_FILE = "RML2016.10a_dict.pkl"
+ACC_KEYS = ("accuracy", "accuracy_snr_ge_10db", "accuracy_snr_le_m10db")
+RUN_KEYS = ("model", "training", "recipe", "seed", *ACC_KEYS, "epochs")
 
 
-def run_id(model: str, kind: str, seed: int) -> str:
-    return f"{model}-{kind}-s{seed}"
+def run_id(model: str, training: str, recipe: str, seed: int) -> str:
+    return f"{model}-{training}-{recipe}-s{seed}"
 
 
-def plan(seeds: int, ablation: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The runs that need no teacher, and those that do (SKD)."""
-    first = [{"model": m, "kind": "ce", "seed": 0} for m in ("clst", *BASELINES)]
-    first += [{"model": m, "kind": "ce", "seed": s} for m in STUDENTS for s in range(seeds)]
-    modes = ("hybrid", "logit") if ablation else ("hybrid",)
-    second = [{"model": m, "kind": mode, "seed": s} for mode in modes for m in STUDENTS for s in range(seeds)]
-    return first, second
+TEACHER_RUN = run_id("clst", "ce", "recipe", 0)
+
+
+def plan(recipes: list[str], seeds: int, clst_seeds: int) -> list[list[dict[str, Any]]]:
+    """The runs that need no teacher, and the SKD runs (recipe only), as (model, training, recipe, seed) dicts."""
+    first: list[tuple[str, str, str, int]] = []
+    second: list[tuple[str, str, str, int]] = []
+    if "protocol" in recipes:
+        first += [(m, "ce", "protocol", 0) for m in ALL_MODELS]
+    if "recipe" in recipes:
+        first += [("clst", "ce", "recipe", s) for s in range(clst_seeds)]
+        first += [(m, "ce", "recipe", 0) for m in BASELINES]
+        first += [(m, "ce", "recipe", s) for m in STUDENTS for s in range(seeds)]
+        second += [(m, mode, "recipe", s) for mode in ("hybrid", "logit") for m in STUDENTS for s in range(seeds)]
+    return [[dict(zip(("model", "training", "recipe", "seed"), r, strict=True)) for r in p] for p in (first, second)]
+
+
+def accuracy_at_or_below(summary: dict[str, Any], snr_db: int = LOW_SNR_DB) -> float | None:
+    """Accuracy over the test examples with SNR ≤ ``snr_db``: correct counts summed over those SNRs, exactly."""
+    rows = zip(summary["snrs_db"], summary["accuracy_by_snr"], summary["examples_by_snr"], strict=True)
+    kept = [(acc, n) for snr, acc, n in rows if snr <= snr_db and n]
+    total = sum(n for _, n in kept)
+    return sum(round(acc * n) for acc, n in kept) / total if total else None
 
 
 def train_one(spec: dict[str, Any]) -> dict[str, Any]:
-    """One Lightning run: fit with early stopping, test the best checkpoint, write result.json."""
+    """One Lightning run under ``spec["recipe"]``: fit, test the best checkpoint, write result.json."""
     import lightning.pytorch as pl
     import torch
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
     from ondevice.io import write_json_atomic
     from rfml.data import SignalDataModule
     from rfml.trainers import SKD, Classifier
+    from rfml.trainers.recipe import RECIPE
 
     torch.set_num_threads(spec["threads"])
     run_dir = Path(spec["run_dir"])
     pl.seed_everything(spec["seed"], workers=True, verbose=False)
-    # One split and one shuffling order for every run (seed 0): runs differ only in model and initialisation.
-    data = SignalDataModule(spec["data"], split="6:2:2", batch_size=spec["batch_size"], seed=0)
+    # One split and one shuffling order for every run (seed 0): runs differ only in model, training and init.
+    data = SignalDataModule(spec["data"], split="6:2:2", norm="rms", batch_size=spec["batch_size"], seed=0)
+    data.setup("fit")
+    empty = [split for split, rows in data.rows.items() if rows.numel() == 0]
+    if empty:
+        raise SystemExit(f"{spec['data']}: the 6:2:2 split leaves {empty} empty; --per-key must be >= 4")
+    callbacks: list[Callback]
+    if spec["recipe"] == "recipe":
+        kwargs: dict[str, Any] = RECIPE.module_kwargs(seed=spec["seed"])
+        callbacks = RECIPE.callbacks(run_dir)
+    else:
+        kwargs = {}
+        checkpoint = ModelCheckpoint(
+            dirpath=run_dir, filename="best", monitor="val/loss", mode="min", enable_version_counter=False
+        )
+        callbacks = [checkpoint, EarlyStopping("val/loss", mode="min", patience=spec["patience"])]
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     report = str(run_dir / "report")
-    if spec["kind"] == "ce":
-        module: Classifier | SKD = Classifier(spec["model"], data.num_classes, data.length, report_dir=report)
+    if spec["training"] == "ce":
+        module: Classifier | SKD = Classifier(spec["model"], data.num_classes, data.length, report_dir=report, **kwargs)
     else:
         module = SKD(
             student=spec["model"],
@@ -76,18 +127,16 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
             teacher_checkpoint=spec["teacher_checkpoint"],
             num_classes=data.num_classes,
             length=data.length,
-            mode=spec["kind"],
-            alpha=spec["alpha"],
-            temperature=spec["temperature"],
-            beta=spec["beta"],
+            mode=spec["training"],
             report_dir=report,
+            **{k: spec[k] for k in SKD_ARGS if spec[k] is not None},
+            **kwargs,
         )
-    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best", monitor="val/loss", enable_version_counter=False)
     trainer = pl.Trainer(
         accelerator=spec["accelerator"],
         devices=1,
         max_epochs=spec["max_epochs"],
-        callbacks=[EarlyStopping("val/loss", patience=spec["patience"]), checkpoint],
+        callbacks=callbacks,
         logger=CSVLogger(run_dir, name="", version=""),
         enable_progress_bar=False,
         enable_model_summary=False,
@@ -97,22 +146,28 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
     fit_seconds = time.perf_counter() - start
     trainer.test(module, data, ckpt_path=checkpoint.best_model_path, verbose=False)
     summary = module.test_summary
-    net = module.network
+    dataset = data.data
     result = {
-        **{k: spec[k] for k in ("model", "kind", "seed")},
+        **{k: spec[k] for k in ("model", "training", "recipe", "seed")},
+        "per_key": len(dataset) // (len(dataset.classes) * len(dataset.snrs)),
         "epochs": trainer.current_epoch,
-        "best_val_loss": float(checkpoint.best_model_score),
+        "monitor": checkpoint.monitor,
+        "best_score": float(checkpoint.best_model_score),
         "fit_seconds": fit_seconds,
-        "params": sum(p.numel() for p in net.parameters()),
+        "params": sum(p.numel() for p in module.network.parameters()),
         "device": torch.cuda.get_device_name(0)
         if spec["accelerator"] != "cpu" and torch.cuda.is_available()
         else "cpu",
         "accuracy": summary["accuracy"],
         "accuracy_snr_ge_10db": summary["accuracy_snr_ge_10db"],
+        "accuracy_snr_le_m10db": accuracy_at_or_below(summary),
         "snrs_db": summary["snrs_db"],
         "accuracy_by_snr": summary["accuracy_by_snr"],
+        "examples_by_snr": summary["examples_by_snr"],
         "test_examples": summary["examples"],
     }
+    if isinstance(module, SKD):
+        result["skd"] = {k: module.hparams[k] for k in SKD_ARGS}
     write_json_atomic(run_dir / "result.json", result)
     return result
 
@@ -135,10 +190,18 @@ def _run_all(specs: list[dict[str, Any]], parallel: int) -> list[str]:
     with ThreadPoolExecutor(parallel) as pool:
         for name, code, seconds in pool.map(_launch, specs):
             status = "ok" if code == 0 else f"FAILED (exit {code}, see its log.txt)"
-            print(f"  {name:<24} {seconds:7.1f} s  {status}", flush=True)
+            print(f"  {name:<30} {seconds:7.1f} s  {status}", flush=True)
             if code:
                 failed.append(name)
     return failed
+
+
+def _recipes(text: str) -> list[str]:
+    names = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in names if r not in RECIPES]
+    if not names or unknown:
+        raise SystemExit(f"--recipes: expected a comma list of {', '.join(RECIPES)}, got {text!r}")
+    return names
 
 
 def train(args: argparse.Namespace) -> int:
@@ -149,33 +212,30 @@ def train(args: argparse.Namespace) -> int:
     work.mkdir(parents=True, exist_ok=True)
     if not data.exists():
         write_dataset("rml2016.10a", data, args.per_key, seed=0, workers=args.generate_workers)
+    teacher = work / "runs" / TEACHER_RUN / "best.ckpt"
     common = {
         "data": str(data),
-        "accelerator": args.accelerator,
-        "max_epochs": args.max_epochs,
-        "patience": args.patience,
-        "batch_size": args.batch_size,
-        "threads": args.threads,
-        "alpha": args.alpha,
-        "temperature": args.temperature,
-        "beta": args.beta,
-        "teacher_checkpoint": str(work / "runs" / TEACHER_RUN / "best.ckpt"),
+        "teacher_checkpoint": str(teacher),
+        **{k: getattr(args, k) for k in ("accelerator", "max_epochs", "patience", "batch_size", "threads")},
+        **{k: getattr(args, k) for k in SKD_ARGS},
     }
-    first, second = plan(args.seeds, not args.no_ablation)
-    specs = [
-        {**common, **s, "run_dir": str(work / "runs" / run_id(s["model"], s["kind"], s["seed"]))}
-        for s in first + second
-    ]
-    if args.only:
-        pattern = re.compile(args.only)
-        first = [s for s in first if pattern.fullmatch(run_id(s["model"], s["kind"], s["seed"]))]
-        specs = [s for s in specs if pattern.fullmatch(Path(s["run_dir"]).name)]
-    print(f"{len(specs)} runs, {args.parallel} at a time, data {data}", flush=True)
-    failed = _run_all(specs[: len(first)], args.parallel)
-    if TEACHER_RUN in failed or (len(specs) > len(first) and not Path(common["teacher_checkpoint"]).is_file()):
-        print("the ClST teacher failed; SKD runs skipped", file=sys.stderr)
+    pattern = re.compile(args.only or ".*")
+
+    def specs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        names = [run_id(r["model"], r["training"], r["recipe"], r["seed"]) for r in runs]
+        return [
+            {**common, **r, "run_dir": str(work / "runs" / name)}
+            for r, name in zip(runs, names, strict=True)
+            if pattern.fullmatch(name)
+        ]
+
+    first, second = map(specs, plan(_recipes(args.recipes), args.seeds, args.clst_seeds))
+    print(f"{len(first)} + {len(second)} SKD runs, {args.parallel} at a time, data {data}", flush=True)
+    failed = _run_all(first, args.parallel)
+    if second and (TEACHER_RUN in failed or not teacher.is_file()):
+        print(f"the teacher {TEACHER_RUN} failed or left no {teacher}; {len(second)} SKD runs skipped", file=sys.stderr)
         return 1
-    failed += _run_all(specs[len(first) :], args.parallel)
+    failed += _run_all(second, args.parallel)
     return 1 if failed else 0
 
 
@@ -201,8 +261,61 @@ def profile_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    """Mean and sample std of the values in percent (std 0 for one value); None if any value is missing."""
+    if any(v is None for v in values):
+        return None
+    pct = [100 * v for v in values]  # type: ignore[operator]
+    return statistics.fmean(pct), statistics.stdev(pct) if len(pct) > 1 else 0.0
+
+
+def _targets(
+    by: dict[tuple[str, str, str], dict[str, Any]], results: list[dict[str, Any]], models: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The benchmark's four targets, each with its numbers and ``ok``; a target lacking runs says which."""
+
+    def mean(model: str, training: str) -> float | None:
+        row = by.get((model, training, "recipe"))
+        return row["accuracy_pct"][0] if row and row["accuracy_pct"] else None
+
+    targets: dict[str, Any] = {}
+    clst = mean("clst", "ce")
+    baselines = {m: a for m in BASELINES if (a := mean(m, "ce")) is not None}
+    if clst is not None and baselines:
+        best = max(baselines, key=lambda m: baselines[m])
+        targets["clst_beats_every_baseline_by_0.5_points"] = {
+            "clst_pct": clst,
+            "best_baseline": best,
+            "best_baseline_pct": baselines[best],
+            "margin_points": clst - baselines[best],
+            "ok": clst >= baselines[best] + 0.5,
+        }
+    else:
+        targets["clst_beats_every_baseline_by_0.5_points"] = {"missing": "recipe clst or baseline runs", "ok": False}
+    for student in STUDENTS:
+        ce = mean(student, "ce")
+        skd = {m: a for m in ("logit", "hybrid") if (a := mean(student, m)) is not None}
+        key = f"skd_gain_{student}_1_point"
+        if ce is None or not skd:
+            targets[key] = {"missing": f"recipe {student} ce or SKD runs", "ok": False}
+            continue
+        mode = max(skd, key=lambda m: skd[m])
+        gain = skd[mode] - ce
+        targets[key] = {"ce_pct": ce, "best_mode": mode, "skd_pct": skd[mode], "gain_points": gain, "ok": gain >= 1.0}
+    worst = min(results, key=lambda r: r["accuracy"] or 0.0)
+    targets["no_run_below_30pct"] = {
+        "lowest_run": run_id(worst["model"], worst["training"], worst["recipe"], worst["seed"]),
+        "lowest_pct": 100 * (worst["accuracy"] or 0.0),
+        "ok": (worst["accuracy"] or 0.0) >= 0.30,
+    }
+    clst_macs, mobile_macs = models["clst"]["macs"], models["kd_mobilenet"]["macs"]
+    targets["kd_mobilenet_macs_at_most_one_fifth_of_clst"] = {
+        "kd_mobilenet_macs": mobile_macs,
+        "clst_macs": clst_macs,
+        "clst_over_kd_mobilenet": clst_macs / mobile_macs,
+        "ok": 5 * mobile_macs <= clst_macs,
+    }
+    return targets
 
 
 def table(args: argparse.Namespace) -> int:
@@ -215,97 +328,91 @@ def table(args: argparse.Namespace) -> int:
     work = Path(args.work)
     results = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*/result.json"))]
     if not results:
-        raise SystemExit(f"{work}/runs: no result.json; run `train` first")
-    latency = LatencyReport.load_json(work / "latency.json")
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        raise SystemExit(f"{work}/runs: no result.json; run `python benchmarks/amr_accuracy.py train` first")
+    latency_path = work / "latency.json"
+    if not latency_path.is_file():
+        raise SystemExit(
+            f"{latency_path}: missing; run `python benchmarks/amr_accuracy.py profile --work {work}` first "
+            "(on the target CPU), then `table` again"
+        )
+    latency = LatencyReport.load_json(latency_path)
+    per_keys = sorted({r["per_key"] for r in results})
+    if len(per_keys) != 1:
+        raise SystemExit(f"{work}/runs: runs were trained on data of different per-key counts {per_keys}")
+    order = {"model": ALL_MODELS, "training": TRAININGS, "recipe": RECIPES}
+    results.sort(key=lambda r: (*(order[k].index(r[k]) for k in ("recipe", "model", "training")), r["seed"]))
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in results:
-        groups.setdefault((r["model"], r["kind"]), []).append(r)
-    label = {"ce": "alone (CE)", "hybrid": "SKD hybrid", "logit": "SKD logit KD"}
+        groups.setdefault((r["model"], r["training"], r["recipe"]), []).append(r)
     rows = []
-    for (model, kind), runs in sorted(groups.items(), key=lambda kv: (ALL_MODELS.index(kv[0][0]), kv[0][1])):
-        overall = _mean_std([100 * r["accuracy"] for r in runs])
-        high = _mean_std([100 * r["accuracy_snr_ge_10db"] for r in runs])
-        b1 = latency.get("onnxruntime", 1, model)
-        b256 = latency.get("onnxruntime", 256, model)
+    for (model, training, recipe), runs in groups.items():
         facts = latency.models[model]
         rows.append(
             {
                 "model": model,
-                "training": label[kind],
-                "kind": kind,
-                "seeds": len(runs),
+                "training": training,
+                "recipe": recipe,
+                "seeds": [r["seed"] for r in runs],
                 "device": ", ".join(sorted({r["device"] for r in runs})),
-                "accuracy_pct": overall,
-                "accuracy_snr_ge_10db_pct": high,
+                **{f"{key}_pct": _mean_std([r[key] for r in runs]) for key in ACC_KEYS},
                 "epochs": [r["epochs"] for r in runs],
                 "fit_seconds": statistics.fmean(r["fit_seconds"] for r in runs),
                 "params": facts["params"],
                 "macs": facts["macs"],
-                "ort_b1_ms": b1.median_ms,
-                "ort_b256_samples_per_s": b256.samples_per_s,
+                "ort_b1_ms": latency.get("onnxruntime", 1, model).median_ms,
+                "ort_b256_samples_per_s": latency.get("onnxruntime", 256, model).samples_per_s,
             }
         )
-    by = {(r["model"], r["kind"]): r for r in rows}
-    targets = {}
-    if ("clst", "ce") in by:
-        clst = by[("clst", "ce")]["accuracy_pct"][0]
-        baselines = [(by[(m, "ce")]["accuracy_pct"][0], m) for m in BASELINES if (m, "ce") in by]
-        if baselines:
-            best = max(baselines)
-            targets["clst_beats_every_baseline"] = {
-                "clst": clst,
-                "best_baseline": best[1],
-                "best": best[0],
-                "ok": clst >= best[0],
-            }
-        for student in STUDENTS:
-            for mode in ("hybrid", "logit"):
-                if (student, mode) in by and (student, "ce") in by:
-                    gain = by[(student, mode)]["accuracy_pct"][0] - by[(student, "ce")]["accuracy_pct"][0]
-                    targets[f"skd_{mode}_gain_{student}_points"] = {"gain": gain, "ok": gain >= 1.0}
-        ratio = (
-            by[("clst", "ce")]["macs"] / by[("kd_mobilenet", "ce")]["macs"] if ("kd_mobilenet", "ce") in by else None
-        )
-        targets["clst_macs_over_kd_mobilenet"] = {"ratio": ratio, "ok": ratio is not None and ratio >= 5}
+    targets = _targets({(r["model"], r["training"], r["recipe"]): r for r in rows}, results, latency.models)
+
+    def cell(value: tuple[float, float] | None, seeds: int) -> str:
+        return "n/a" if value is None else f"{value[0]:.2f} ± {value[1]:.2f}" if seeds > 1 else f"{value[0]:.2f}"
 
     lines = [
-        "| model | training | seeds | overall acc % | acc % at SNR ≥ 10 dB | epochs | params | MACs "
-        "| ORT b1 ms | ORT b256 samples/s | trained on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | training | recipe | seeds | overall acc % | acc % SNR ≥ 10 dB | acc % SNR ≤ −10 dB | epochs "
+        "| params | MACs | ORT b1 ms | trained on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        (m1, s1), (m2, s2) = r["accuracy_pct"], r["accuracy_snr_ge_10db_pct"]
-        spread = (lambda m, s: f"{m:.2f} ± {s:.2f}") if r["seeds"] > 1 else (lambda m, s: f"{m:.2f}")
+        n = len(r["seeds"])
+        accs = " | ".join(cell(r[f"{k}_pct"], n) for k in ACC_KEYS)
         lines.append(
-            f"| {r['model']} | {r['training']} | {r['seeds']} | {spread(m1, s1)} | {spread(m2, s2)} | "
+            f"| {r['model']} | {LABEL[r['training']]} | {r['recipe']} | {n} | {accs} | "
             f"{'/'.join(map(str, r['epochs']))} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['ort_b1_ms']:.3f} | "
-            f"{r['ort_b256_samples_per_s']:,.0f} | {r['device']} |"
+            f"{r['device']} |"
         )
-    markdown = "\n".join(lines) + "\n"
+    checks = [
+        f"- {'ok' if t['ok'] else 'MISSED'} {name}: "
+        + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in t.items() if k != "ok")
+        for name, t in targets.items()
+    ]
+    markdown = (
+        "\n".join(lines)
+        + f"\n\nTargets (accuracy targets on recipe means; SKD teacher {TEACHER_RUN}):\n\n"
+        + "\n".join(checks)
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = latency.environment
-    write_json_atomic(
-        out / f"{args.stem}.json",
-        {"rows": rows, "targets": targets, "runs": results, "latency_environment": env, "settings": vars(args)},
-    )
+    runs = [{k: r[k] for k in RUN_KEYS} for r in results]
+    write_json_atomic(out / f"{args.stem}.json", {"per_key": per_keys[0], "runs": runs})
+    table_json = {"per_key": per_keys[0], "rows": rows, "targets": targets, "latency_environment": latency.environment}
+    write_json_atomic(out / f"{args.stem}_table.json", {**table_json, "settings": vars(args)})
     with atomic_path(out / f"{args.stem}.md") as tmp:
-        tmp.write_text(markdown + "\n```json\n" + json.dumps(targets, indent=1) + "\n```\n")
+        tmp.write_text(markdown + "\n")
     curves = {}
-    for (model, kind), runs in groups.items():
-        if kind == "logit":
+    for (model, training, recipe), group in groups.items():
+        if recipe != "recipe" or training == "logit":
             continue
-        acc = np.mean([r["accuracy_by_snr"] for r in runs], axis=0)
-        name = model if kind == "ce" and model not in STUDENTS else f"{model} ({label[kind]})"
+        by_snr = np.array([r["accuracy_by_snr"] for r in group], dtype=float).mean(axis=0)
+        name = model if model not in STUDENTS else f"{model} ({LABEL[training]})"
         curves[name] = {
-            "snrs_db": runs[0]["snrs_db"],
-            "accuracy_by_snr": acc.tolist(),
-            "accuracy": statistics.fmean(r["accuracy"] for r in runs),
+            "snrs_db": group[0]["snrs_db"],
+            "accuracy_by_snr": [None if np.isnan(a) else float(a) for a in by_snr],
+            "accuracy": statistics.fmean(r["accuracy"] or 0.0 for r in group),
         }
-    title = f"synthetic RadioML 2016.10a-like, {args.per_key} per class and SNR, test split"
+    title = f"synthetic RadioML 2016.10a-like, {per_keys[0]} per class and SNR, recipe, test split"
     plot_accuracy_vs_snr(curves, out / f"{args.stem}.png", title=title)
     print(markdown)
-    print(json.dumps(targets, indent=1))
     return 0
 
 
@@ -317,18 +424,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("train", "profile", "table", "all"))
     parser.add_argument("--work", default="amr_work", help="folder for the data, runs, checkpoints, latency")
-    parser.add_argument("--out", default="benchmarks/results", help="folder for the table and plot")
-    parser.add_argument("--stem", default="amr_accuracy", help="file name stem of the table, JSON and plot")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for the tables and plot")
+    parser.add_argument("--stem", default="amr_recipe", help="file name stem of the tables, JSON and plot")
     parser.add_argument("--per-key", type=int, default=1000, help="frames per (class, SNR); 1000 as published")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help="comma list of the set-ups to train")
     parser.add_argument("--max-epochs", type=int, default=30)
-    parser.add_argument("--patience", type=int, default=5, help="early stopping on val/loss")
+    parser.add_argument("--patience", type=int, default=5, help="protocol: early stopping on val/loss")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of each student run")
-    parser.add_argument("--no-ablation", action="store_true", help="skip the logit-only SKD runs")
-    parser.add_argument("--alpha", type=float, default=0.7)
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--only", default=None, help="run only the runs whose name (e.g. kd_cnn-ce-s1) matches")
+    parser.add_argument("--seeds", type=int, default=3, help="recipe: seeds of each student run")
+    parser.add_argument("--clst-seeds", type=int, default=2, help="recipe: seeds of ClST")
+    for name in SKD_ARGS:
+        parser.add_argument(f"--{name}", type=float, default=None, help=f"SKD {name} (default: SKD's own)")
+    parser.add_argument("--only", default=None, help="run only the runs whose id (e.g. kd_cnn-ce-recipe-s1) matches")
     parser.add_argument("--parallel", type=int, default=1, help="runs at a time (processes)")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch threads per run")
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
@@ -337,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
+    for name in ("seeds", "clst_seeds", "max_epochs", "parallel", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     commands = {"train": (train,), "profile": (profile_models,), "table": (table,)}
     commands["all"] = (train, profile_models, table)
     for command in commands[args.command]:

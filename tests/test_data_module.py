@@ -12,6 +12,7 @@ import torch
 from jsonargparse import ArgumentParser
 
 from rfml.data import PRESETS, SignalDataModule
+from rfml.data.views import unit_power
 
 
 def from_yaml(text: str) -> SignalDataModule:
@@ -157,9 +158,9 @@ def test_amp_phase_view_gives_non_negative_amplitude_and_bounded_phase(tmp_path:
     assert batch["x"].shape == (24, 2, 16)
     assert float(batch["x"][:, 0].min()) >= 0.0
     assert float(batch["x"][:, 1].abs().max()) <= math.pi
-    # Amplitude is |I + jQ| of the stored frames.
+    # Amplitude is |I + jQ| of the stored frames, each at unit mean power (the default norm, rms).
     assert dm.data is not None
-    raw = dm.data.get_batch(dm.rows["train"])["x"]
+    raw = unit_power(dm.data.get_batch(dm.rows["train"])["x"])
     assert torch.allclose(torch.sort(batch["x"][:, 0].flatten())[0], torch.sort(raw.norm(dim=1).flatten())[0])
 
 

@@ -232,4 +232,26 @@ def test_bad_batch_shape_or_dtype_is_rejected(x: torch.Tensor) -> None:
 
 def test_allowed_values_are_exported() -> None:
     assert VIEWS == ("iq", "amp_phase", "fft_iq", "fft_amp_phase")
-    assert NORMS == ("none", "l1", "l2", "standardize")
+    assert NORMS == ("none", "rms", "l1", "l2", "standardize")
+
+
+def test_rms_norm_puts_every_frame_at_unit_power_whatever_its_scale() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 64) * torch.tensor([0.01, 1.0, 3.0, 100.0]).view(4, 1, 1)
+    out = apply_view(x, "iq", "rms")
+    torch.testing.assert_close(out.square().sum(1).mean(1), torch.ones(4))
+    # A real RadioML frame (L1-normalised: divided by the sum of its magnitudes) and the same frame at its physical
+    # scale are one input after the norm.
+    l1_frame = x / torch.hypot(x[:, 0], x[:, 1]).sum(-1).view(4, 1, 1)
+    torch.testing.assert_close(apply_view(l1_frame, "iq", "rms"), out)
+    assert torch.equal(apply_view(torch.zeros(1, 2, 8), "iq", "rms"), torch.zeros(1, 2, 8))
+
+
+def test_rms_norm_scales_the_signal_before_the_view_so_phase_is_untouched() -> None:
+    torch.manual_seed(1)
+    x = 5.0 * torch.randn(3, 2, 32)
+    amp_phase = View("amp_phase", "rms")(x)
+    torch.testing.assert_close(amp_phase[:, 1], torch.atan2(x[:, 1], x[:, 0]))
+    torch.testing.assert_close(amp_phase[:, 0].square().mean(-1), torch.ones(3))
+    spectrum = View("fft_iq", "rms")(x)
+    torch.testing.assert_close(spectrum.square().sum(1).mean(-1), torch.ones(3))

@@ -128,7 +128,7 @@ def test_band_selection_keeps_the_bins_of_the_bands_and_drops_the_classes_withou
     assert 0 <= int(batch["y"].min()) and int(batch["y"].max()) <= 9
     # The batch is exactly the full FFT view at the band's bins, labels renumbered in the kept order.
     rows = dm.rows["train"][:5]
-    full = View("fft_iq")(data.get_batch(rows)["x"])
+    full = View("fft_iq", "rms")(data.get_batch(rows)["x"])  # the DataModule's default norm
     sub = dm.transform(data.get_batch(rows)["x"])
     assert torch.equal(sub, full[..., bins])
     relabelled = dm._dataset().get_batch(rows)["y"]

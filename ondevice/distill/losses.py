@@ -48,15 +48,16 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
     return kl * temperature**2
 
 
-def classification_ce(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy of logits [B, C] (or [B, ..., C]) against class indices [B] (or [B, ...])."""
+def classification_ce(logits: Tensor, target: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy of logits [B, C] (or [B, ..., C]) against class indices [B] (or [B, ...]), optionally with
+    ``label_smoothing`` ε (the target puts 1 − ε on the label and ε/C on every class)."""
     flat = flat_logits(logits, "student logits")
     if target.numel() != flat.shape[0]:
         raise ValueError(
             f"targets: expected {flat.shape[0]} class indices for logits {tuple(logits.shape)}, "
             f"got shape {tuple(target.shape)}"
         )
-    return F.cross_entropy(flat, target.reshape(-1))
+    return F.cross_entropy(flat, target.reshape(-1), label_smoothing=label_smoothing)
 
 
 def _combine(ce: Tensor, kd: Tensor, alpha: float, hint_terms: Iterable[tuple[float, Tensor]]) -> Tensor:
@@ -90,12 +91,22 @@ class DistillationLoss(nn.Module):
         alpha: weight of the KD term, in [0, 1]; 0 gives plain cross-entropy.
         temperature: softmax temperature of the KD term, > 0.
         hints: feature hints (:class:`FeatureHint`, or dicts of its fields).
+        label_smoothing: ε of the CE term's smoothed targets, in [0, 1); 0 is plain CE.
     """
 
-    def __init__(self, alpha: float = 0.9, temperature: float = 4.0, hints: list[FeatureHint] | None = None) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.9,
+        temperature: float = 4.0,
+        hints: list[FeatureHint] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
         _check_alpha(alpha)
         _check_temperature(temperature)
+        if not 0 <= label_smoothing < 1:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.hints = [hint if isinstance(hint, FeatureHint) else FeatureHint(**hint) for hint in hints or []]
@@ -121,7 +132,7 @@ class DistillationLoss(nn.Module):
         :attr:`FeatureHint.key` to the adapter; all three are needed only when there are hints.
         """
         terms = {
-            "ce": classification_ce(student_logits, target),
+            "ce": classification_ce(student_logits, target, self.label_smoothing),
             "kd": kd_loss(student_logits, teacher_logits.detach(), self.temperature),
         }
         hint_terms = []

@@ -17,7 +17,7 @@ from torchmetrics.functional.classification import multiclass_accuracy
 
 from ondevice.distill.checkpoints import load_weights
 from ondevice.distill.hints import FeatureHint, FeatureRecorder, adapter_layer, find_modules, make_adapter
-from ondevice.distill.losses import DistillationLoss, flat_logits
+from ondevice.distill.losses import DistillationLoss, classification_ce, flat_logits
 
 DEFAULT_LR = 1e-3
 
@@ -72,6 +72,10 @@ class DistillationModule(L.LightningModule):
     batch of the LightningDataModule's training loader, else call :meth:`build_adapters` before fitting.
     """
 
+    # Further constructor arguments of a subclass that are objects, not hyperparameters (the hparams are collected
+    # from the subclass's constructor too).
+    hparams_ignore: tuple[str, ...] = ()
+
     def __init__(
         self,
         student: nn.Module,
@@ -84,7 +88,7 @@ class DistillationModule(L.LightningModule):
         super().__init__()
         # The networks, the loss and the optimizer factory are objects, not hyperparameters: keeping them out
         # keeps the checkpoint loadable with torch.load(weights_only=True).
-        self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer"])
+        self.save_hyperparameters(ignore=["student", "teacher", "loss", "optimizer", *self.hparams_ignore])
         self.student = student
         self.teacher = teacher
         self.loss = loss if loss is not None else DistillationLoss()
@@ -245,7 +249,9 @@ class DistillationModule(L.LightningModule):
         flat = flat_logits(student_logits, "student logits")
         # Micro accuracy weighted by batch_size averages to the exact accuracy over the epoch.
         acc = multiclass_accuracy(flat.argmax(-1), y.reshape(-1), num_classes=flat.shape[-1], average="micro")
-        self.log(f"{stage}/loss", terms["ce"], batch_size=batch_size, prog_bar=True)
+        # The logged loss is plain CE even when training smooths the labels, so runs stay comparable.
+        loss = classification_ce(student_logits, y) if self.loss.label_smoothing else terms["ce"]
+        self.log(f"{stage}/loss", loss, batch_size=batch_size, prog_bar=True)
         self.log(f"{stage}/acc", acc, batch_size=batch_size, prog_bar=True)
         for name, value in terms.items():
             if name != "ce":

@@ -79,7 +79,8 @@ class SignalDataModule(pl.LightningDataModule):
         split: train:val:test weights, stratified per (class, SNR), e.g. ``"6:2:2"``.
         snrs: SNRs to keep (dB): ``None``/``"all"``, ``10``, ``"0,10,18"`` or ``"-10:18"`` (step 2).
         view: ``iq``, ``amp_phase``, ``fft_iq`` or ``fft_amp_phase``.
-        norm: ``none``, ``l1``, ``l2`` (per frame) or ``standardize`` (per channel, fitted on train).
+        norm: ``rms`` (default: each I/Q frame at unit mean power, before the view; why: :class:`View`), ``none``,
+            ``l1``, ``l2`` (per viewed frame) or ``standardize`` (per channel, fitted on train).
         batch_size: examples per batch.
         num_workers: ``DataLoader`` worker processes (also the writer's processes in prepare_data).
         seed: seed of the split and of the shuffling.
@@ -106,7 +107,7 @@ class SignalDataModule(pl.LightningDataModule):
         split: str = "6:2:2",
         snrs: str | int | list[int] | None = None,
         view: str = "iq",
-        norm: str = "none",
+        norm: str = "rms",
         batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,

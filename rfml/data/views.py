@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["NORMS", "VIEWS", "View", "apply_view"]
+__all__ = ["NORMS", "VIEWS", "View", "apply_view", "unit_power"]
 
 VIEWS: tuple[str, ...] = ("iq", "amp_phase", "fft_iq", "fft_amp_phase")
-NORMS: tuple[str, ...] = ("none", "l1", "l2", "standardize")
+NORMS: tuple[str, ...] = ("none", "rms", "l1", "l2", "standardize")
 
 # Frames whose l1/l2 norm is below this are divided by it instead, so all-zero frames stay zero, not NaN.
 NORM_EPS = 1e-12
@@ -60,6 +60,16 @@ def _view(x: Tensor, kind: str) -> Tensor:
     return torch.stack((spectrum.abs(), spectrum.angle()), dim=1)
 
 
+def unit_power(x: Tensor) -> Tensor:
+    """Each I/Q frame of ``x`` [B, 2, L] scaled to unit mean power, mean over L of I² + Q² = 1 (all-zero frames stay 0).
+
+    Applied to the signal before any view: the phase of ``amp_phase`` is untouched and, the FFT being orthonormal,
+    the spectrum of a unit-power frame has unit mean power too.
+    """
+    power = x.square().sum(dim=1, keepdim=True).mean(dim=2, keepdim=True)
+    return x / power.sqrt().clamp_min(NORM_EPS)
+
+
 def _frame_norm(x: Tensor, norm: str) -> Tensor:
     if norm == "l1":
         scale = x.abs().sum(dim=(1, 2), keepdim=True)
@@ -69,7 +79,7 @@ def _frame_norm(x: Tensor, norm: str) -> Tensor:
 
 
 def apply_view(x: Tensor, kind: str, norm: str = "none") -> Tensor:
-    """Stateless view plus optional ``"l1"``/``"l2"`` per-frame normalisation of a [B, 2, L] batch.
+    """Stateless view plus optional ``"rms"``/``"l1"``/``"l2"`` per-frame normalisation of a [B, 2, L] batch.
 
     ``"standardize"`` needs statistics fitted on training data, so it is only available through :class:`View`.
     """
@@ -78,6 +88,8 @@ def apply_view(x: Tensor, kind: str, norm: str = "none") -> Tensor:
     if norm == "standardize":
         raise ValueError("norm='standardize' needs fitted statistics; use View(kind, 'standardize').fit(train_batches)")
     check_batch(x)
+    if norm == "rms":
+        return _view(unit_power(x), kind)
     viewed = _view(x, kind)
     return viewed if norm == "none" else _frame_norm(viewed, norm)
 
@@ -85,10 +97,16 @@ def apply_view(x: Tensor, kind: str, norm: str = "none") -> Tensor:
 class View:
     """A view (``VIEWS``) followed by a normalisation (``NORMS``), applied to [B, 2, L] batches.
 
-    ``"l1"`` divides each frame by the sum of the absolute values of its 2·L entries and ``"l2"`` by their
-    Euclidean norm. ``"standardize"`` maps channel ``c`` to ``(x - mean[c]) / std[c]``, with the population
-    mean and std of the viewed training data from :meth:`fit`; ``std`` is floored at ``eps`` so a constant
-    channel gives zeros rather than inf/NaN.
+    ``"rms"`` scales each I/Q frame to unit mean power before the view (:func:`unit_power`); it is the AMR default.
+    A frame's scale carries no class information, real RadioML frames come L1-normalised (values near 1/L, each
+    divided by the sum of its magnitudes) while generated frames keep their physical scale (RMS near 3 at high SNR),
+    and networks without normalisation layers (VT-CNN2, the LSTMs) train badly at either extreme. Unit power maps a
+    real file's frames and generated frames of the same signal to the same input, so a model trained on one reads
+    the other, and it puts the inputs at the scale the default initialisations expect. ``"l1"`` divides each
+    (viewed) frame by the sum of the absolute values of its 2·L entries and ``"l2"`` by their Euclidean norm.
+    ``"standardize"`` maps channel ``c`` to ``(x - mean[c]) / std[c]``, with the population mean and std of the
+    viewed training data from :meth:`fit`; ``std`` is floored at ``eps`` so a constant channel gives zeros rather
+    than inf/NaN.
     """
 
     def __init__(self, kind: str = "iq", norm: str = "none", eps: float = 1e-6) -> None:
@@ -103,6 +121,8 @@ class View:
 
     def __call__(self, x: Tensor) -> Tensor:
         check_batch(x)
+        if self.norm == "rms":
+            return _view(unit_power(x), self.kind)
         viewed = _view(x, self.kind)
         if self.norm == "none":
             return viewed

@@ -3,9 +3,10 @@
     python -m rfml.examples.demo --out demo_out [--per-key 100] [--epochs 8] [--student-epochs 10]
 
 1. writes a small synthetic RadioML 2016.10a-like file (11 classes × 20 SNRs × ``--per-key``, the real layout);
-2. trains ClST (``rfml.trainers.Classifier``) with early stopping on validation loss;
-3. distils KD-CNN and KD-MobileNet from it with SKD (hybrid loss: soft targets and a feature hint);
-4. trains the same two students with cross-entropy alone, same epochs;
+2. trains ClST (``rfml.trainers.Classifier``) with the training recipe (``rfml.trainers.recipe.RECIPE``: unit-power
+   frames, AdamW with warm-up and cosine, batch augmentation, label smoothing, EMA, the best ``val/acc`` checkpoint);
+3. distils KD-CNN and KD-MobileNet from it with SKD (the shipped SKD defaults), same recipe;
+4. trains the same two students with cross-entropy alone, same recipe and epochs;
 5. measures every model's ONNX Runtime batch-1 latency side by side (``ondevice.profile``, one thread) and prints
    one table: parameters, MACs, latency, overall accuracy and accuracy at SNR ≥ 10 dB on the test split;
 6. saves ``accuracy_vs_snr.png`` (all five models), ``summary.json``, ``table.md`` and each model's report folder
@@ -22,19 +23,20 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ondevice.io import atomic_path, write_json_atomic
 from ondevice.profile import profile
 from rfml.data import SignalDataModule, write_dataset
 from rfml.trainers import SKD, Classifier
+from rfml.trainers.callbacks import EpochLine
 from rfml.trainers.evaluation import plot_accuracy_vs_snr
 from rfml.trainers.quiet import silence_lightning
+from rfml.trainers.recipe import RECIPE
 
 RUNS = (
     ("clst", "ClST (teacher)", "ce"),
-    ("kd_cnn", "KD-CNN + SKD", "hybrid"),
-    ("kd_mobilenet", "KD-MobileNet + SKD", "hybrid"),
+    ("kd_cnn", "KD-CNN + SKD", "skd"),
+    ("kd_mobilenet", "KD-MobileNet + SKD", "skd"),
     ("kd_cnn", "KD-CNN alone", "ce"),
     ("kd_mobilenet", "KD-MobileNet alone", "ce"),
 )
@@ -46,19 +48,20 @@ def run_folder(out: Path, label: str) -> Path:
 
 
 def fit_and_test(
-    module: Classifier | SKD, data: SignalDataModule, out: Path, epochs: int, patience: int, label: str
+    module: Classifier | SKD, data: SignalDataModule, out: Path, epochs: int, label: str
 ) -> tuple[dict[str, Any], str, float]:
-    """Fit with early stopping on val/loss, test the best checkpoint; returns (test summary, checkpoint, seconds)."""
-    checkpoint = ModelCheckpoint(dirpath=out, filename="best", monitor="val/loss", enable_version_counter=False)
+    """Fit under the recipe, test the checkpoint it selects; returns (test summary, checkpoint, seconds)."""
+    checkpoint, *averaging = RECIPE.callbacks(out)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=epochs,
-        callbacks=[EarlyStopping("val/loss", patience=patience), checkpoint],
+        callbacks=[checkpoint, *averaging, EpochLine(label)],
         logger=False,
         enable_model_summary=False,
+        enable_progress_bar=False,  # one line per epoch instead (EpochLine): readable in a pipe
         default_root_dir=out,
     )
-    print(f"\n== {label}", flush=True)
+    print(f"\n== {label} ({epochs} epochs)", flush=True)
     start = time.perf_counter()
     trainer.fit(module, data)
     seconds = time.perf_counter() - start
@@ -70,9 +73,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--per-key", type=int, default=100, help="frames per (class, SNR); 100 → 22,000 frames")
-    parser.add_argument("--epochs", type=int, default=8, help="epoch cap of the ClST teacher")
-    parser.add_argument("--student-epochs", type=int, default=10, help="epoch cap of every student run")
-    parser.add_argument("--patience", type=int, default=3, help="early stopping on val/loss")
+    parser.add_argument("--epochs", type=int, default=8, help="epochs of the ClST teacher")
+    parser.add_argument("--student-epochs", type=int, default=10, help="epochs of every student run")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per round for the latency")
     parser.add_argument("--seed", type=int, default=0)
@@ -91,12 +93,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for model, label, mode in RUNS:
         pl.seed_everything(args.seed, verbose=False)
         report = str(run_folder(out, label))
+        recipe = RECIPE.module_kwargs(seed=args.seed)
         if mode == "ce":
-            module: Classifier | SKD = Classifier(model, data.num_classes, data.length, report_dir=report)
+            module: Classifier | SKD = Classifier(model, data.num_classes, data.length, report_dir=report, **recipe)
         else:
-            module = SKD(model, "clst", teacher_ckpt, data.num_classes, data.length, mode=mode, report_dir=report)
+            module = SKD(model, "clst", teacher_ckpt, data.num_classes, data.length, report_dir=report, **recipe)
         epochs = args.epochs if model == "clst" else args.student_epochs
-        summary, ckpt, seconds = fit_and_test(module, data, Path(report), epochs, args.patience, label)
+        summary, ckpt, seconds = fit_and_test(module, data, Path(report), epochs, label)
         if model == "clst":
             teacher_ckpt = ckpt
         results[label] = {

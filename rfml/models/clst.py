@@ -89,13 +89,32 @@ class CTPAttention(nn.Module):
         return self.out(attended.transpose(1, 2).reshape(batch, length, -1))
 
 
+def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Stochastic depth (Huang et al. 2016): zero a residual branch for a random ``rate`` of the examples and scale
+    the rest by ``1 / (1 - rate)``, so the expectation is unchanged; identity when not training."""
+    if not training or rate == 0.0:
+        return x
+    keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device, dtype=x.dtype) >= rate
+    return x * keep / (1.0 - rate)
+
+
 class CTPBlock(nn.Module):
-    """Convolution-transformer projection block: pre-norm CTP attention and an MLP (ratio 4), both residual."""
+    """Convolution-transformer projection block: pre-norm CTP attention and an MLP (ratio 4), both residual, each
+    branch dropped per example at ``drop_path`` while training."""
 
     def __init__(
-        self, dim: int, heads: int, mlp_ratio: float = 4.0, kv_stride: int = 2, conv_projection: bool = True
+        self,
+        dim: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        kv_stride: int = 2,
+        conv_projection: bool = True,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"ClST: drop_path must lie in [0, 1), got {drop_path}")
+        self.drop_path = drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = CTPAttention(dim, heads, kv_stride, conv_projection)
         self.norm2 = nn.LayerNorm(dim)
@@ -104,8 +123,8 @@ class CTPBlock(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``tokens``: ``[B, T, C]``."""
-        tokens = tokens + self.attn(self.norm1(tokens).transpose(1, 2))
-        return tokens + self.mlp(self.norm2(tokens))
+        tokens = tokens + drop_path(self.attn(self.norm1(tokens).transpose(1, 2)), self.drop_path, self.training)
+        return tokens + drop_path(self.mlp(self.norm2(tokens)), self.drop_path, self.training)
 
 
 class PSCA(nn.Module):
@@ -123,9 +142,11 @@ class PSCA(nn.Module):
         self.temporal_conv = nn.Conv1d(2, 1, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        channel = torch.sigmoid(self.channel_mlp(x.mean(-1, keepdim=True)) + self.channel_mlp(x.amax(-1, keepdim=True)))
+        # The shared MLP is pointwise, so one call on the two pooled columns, summed, is MLP(avg) + MLP(max).
+        pooled = torch.cat([x.mean(-1, keepdim=True), x.amax(-1, keepdim=True)], -1)
+        channel = torch.sigmoid(self.channel_mlp(pooled).sum(-1, keepdim=True))
         temporal = torch.sigmoid(self.temporal_conv(torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)))
-        return x * channel + x * temporal
+        return x * (channel + temporal)
 
 
 class ClSTStage(nn.Module):
@@ -144,10 +165,13 @@ class ClSTStage(nn.Module):
         conv_embedding: bool,
         conv_projection: bool,
         psca: bool,
+        drop_paths: Sequence[float],
     ) -> None:
         super().__init__()
         self.embed = ConvTokenEmbedding(in_channels, dim, embed_kernel, embed_stride, conv_embedding)
-        self.blocks = nn.ModuleList(CTPBlock(dim, heads, mlp_ratio, kv_stride, conv_projection) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            CTPBlock(dim, heads, mlp_ratio, kv_stride, conv_projection, rate) for rate in drop_paths
+        )
         self.psca = PSCA(dim) if psca else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -171,6 +195,9 @@ class ClST(nn.Module):
     chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 375,944 parameters and 7.75 M MACs
     (L = 128) for 11 classes; the parameter count does not depend on L (no layer depends on the length).
 
+    Regularisation: ``dropout`` before the classifier, ``drop_path`` (stochastic depth of the CTP blocks' residual
+    branches, rising linearly to this rate at the last block).
+
     Ablation switches: ``conv_embedding`` (False: non-overlapping linear patches), ``conv_projection`` (False:
     pointwise Q/K/V at full length), ``psca`` (False: no PSCA).
     """
@@ -192,6 +219,7 @@ class ClST(nn.Module):
         conv_projection: bool = True,
         psca: bool = True,
         dropout: float = 0.1,
+        drop_path: float = 0.0,
     ) -> None:
         super().__init__()
         per_stage = {"dims": dims, "depths": depths, "heads": heads, "embed_kernels": embed_kernels}
@@ -203,8 +231,12 @@ class ClST(nn.Module):
             reduction *= stride
         if length < reduction:
             raise ValueError(f"ClST: length {length} is shorter than the stages' total stride {reduction}")
+        # Stochastic depth rises linearly from 0 at the first block to drop_path at the last (as in CvT and DeiT).
+        blocks = sum(depths)
+        rates = [drop_path * i / max(1, blocks - 1) for i in range(blocks)]
         stages, in_channels = [], 2
         for dim, depth, head, kernel, stride in zip(dims, depths, heads, embed_kernels, embed_strides, strict=True):
+            stage_rates, rates = rates[:depth], rates[depth:]
             stages.append(
                 ClSTStage(
                     in_channels,
@@ -218,6 +250,7 @@ class ClST(nn.Module):
                     conv_embedding,
                     conv_projection,
                     psca,
+                    stage_rates,
                 )
             )
             in_channels = dim

@@ -1,9 +1,19 @@
 """LightningModules and their helpers: the AMR classifier, SKD, the SNR regressor, callbacks, evaluation, and the
 LightningCLI factory behind ``rfml fit|validate|test|predict``."""
 
+from rfml.trainers.augment import SignalAugment
 from rfml.trainers.callbacks import EpochTimer
 from rfml.trainers.classifier import AMREvaluation, Classifier, PredictionWriter
 from rfml.trainers.skd import SKD, skd_loss
 from rfml.trainers.snr_regressor import SNRRegressor
 
-__all__ = ["SKD", "AMREvaluation", "Classifier", "EpochTimer", "PredictionWriter", "SNRRegressor", "skd_loss"]
+__all__ = [
+    "SKD",
+    "AMREvaluation",
+    "Classifier",
+    "EpochTimer",
+    "PredictionWriter",
+    "SNRRegressor",
+    "SignalAugment",
+    "skd_loss",
+]

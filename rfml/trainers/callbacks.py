@@ -5,6 +5,7 @@
   papers do (their times exclude evaluation and stop at the best epoch). The one epoch clock of the project.
 - ``BestWeights``: the weights of the epoch with the lowest validation loss, kept in memory (no checkpoint file).
 - ``WarmEarlyStopping``: early stopping whose patience counts only from ``min_steps`` optimizer steps on.
+- ``EpochLine``: one printed line per epoch (metrics and seconds), readable in a pipe or a log.
 """
 
 from __future__ import annotations
@@ -229,3 +230,32 @@ class WarmEarlyStopping(EarlyStopping):
     def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
         if trainer.global_step >= self.min_steps:
             super()._run_early_stopping_check(trainer)
+
+
+class EpochLine(Callback):
+    """One flushed line per epoch: ``label epoch 3/8  train/loss 1.234  val/loss 1.100  val/acc 55.1 %  12 s``.
+
+    For logs and pipes, where a progress bar's carriage returns show nothing until the end; the line is printed by
+    rank zero after each epoch's validation (or training, without validation).
+    """
+
+    def __init__(self, label: str = "", metrics: tuple[str, ...] = ("train/loss", "val/loss", "val/acc")) -> None:
+        super().__init__()
+        self.label = label
+        self.metrics = metrics
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        parts = [f"{self.label} epoch {trainer.current_epoch + 1}/{trainer.max_epochs}".strip()]
+        for name in self.metrics:
+            value = trainer.callback_metrics.get(name)
+            if value is not None:
+                value = _as_float(value)
+                parts.append(f"{name} {100 * value:.1f} %" if name.endswith("acc") else f"{name} {value:.3f}")
+        parts.append(f"{time.perf_counter() - self._started:.0f} s")
+        print("  ".join(parts), flush=True)

@@ -23,7 +23,9 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ondevice.io import atomic_path
 from rfml.models import create
+from rfml.trainers.augment import SignalAugment
 from rfml.trainers.evaluation import HIGH_SNR_DB, SNRConfusion, summarize_confusion, write_amr_report
+from rfml.trainers.recipe import Schedule, TrainingRecipe
 
 DEFAULT_LR = 1e-3
 
@@ -39,12 +41,6 @@ def default_optimizer(params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=DEFAULT_LR)
 
 
-def with_scheduler(optimizer: torch.optim.Optimizer, scheduler: LRSchedulerCallable | None, monitor: str) -> Any:
-    if scheduler is None:
-        return optimizer
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer), "monitor": monitor}}
-
-
 class AMREvaluation:
     """The evaluation both AMR modules share: accuracy while validating, the full report on ``test``.
 
@@ -56,19 +52,10 @@ class AMREvaluation:
     report_dir: str | None
     network_attribute: str
 
-    def _init_amr(
-        self,
-        num_classes: int,
-        length: int,
-        report_dir: str | None,
-        scheduler: LRSchedulerCallable | None,
-        scheduler_monitor: str,
-    ) -> None:
-        """What both AMR modules hold besides their networks: sizes, report folder, scheduler, metrics."""
+    def _init_amr(self, num_classes: int, length: int, report_dir: str | None) -> None:
+        """What both AMR modules hold besides their networks and recipe: sizes, report folder, metrics."""
         self.num_classes = num_classes
         self.report_dir = report_dir
-        self.scheduler = scheduler
-        self.scheduler_monitor = scheduler_monitor
         self.example_input_array = torch.zeros(1, 2, length)
         self.test_confusion = SNRConfusion(num_classes)
 
@@ -124,8 +111,8 @@ class AMREvaluation:
         return type(self).__name__
 
 
-class Classifier(AMREvaluation, pl.LightningModule):
-    """Trains a registered AMR model with cross-entropy.
+class Classifier(AMREvaluation, TrainingRecipe, pl.LightningModule):
+    """Trains a registered AMR model with cross-entropy, under the common protocol or the recipe.
 
     Args:
         model: a name from ``rfml.models.available()`` (``clst``, ``kd_cnn``, ``vtcnn2`` …).
@@ -135,12 +122,15 @@ class Classifier(AMREvaluation, pl.LightningModule):
         optimizer: from parameters to an optimizer; default Adam, lr 1e-3 (the common AMR protocol).
         scheduler: from an optimizer to an LR scheduler, e.g. ReduceLROnPlateau; it monitors ``scheduler_monitor``.
         scheduler_monitor: the metric a plateau scheduler watches.
+        augment, label_smoothing, schedule, warmup_epochs, compile: the training recipe, see
+            :mod:`rfml.trainers.recipe` (all off by default: the common protocol).
         report_dir: where ``test`` writes its report; default ``<log_dir>/report``. Not saved in checkpoints:
             LightningCLI lets a checkpoint's hyperparameters override the command line, and the folder of a later
             ``rfml test`` must be the one asked for then.
     """
 
     network_attribute = "net"
+    recipe_network = "net"
 
     def __init__(
         self,
@@ -151,14 +141,20 @@ class Classifier(AMREvaluation, pl.LightningModule):
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_monitor: str = "val/loss",
+        augment: SignalAugment | None = None,
+        label_smoothing: float = 0.0,
+        schedule: Schedule = "constant",
+        warmup_epochs: float = 1.0,
+        compile: bool = False,
         report_dir: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "report_dir"])
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "augment", "report_dir"])
         self.net = create(model, num_classes, length, **(model_kwargs or {}))
         self.optimizer = optimizer
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self._init_amr(num_classes, length, report_dir, scheduler, scheduler_monitor)
+        self._init_amr(num_classes, length, report_dir)
+        self._init_recipe(augment, label_smoothing, schedule, warmup_epochs, compile, scheduler, scheduler_monitor)
 
     @property
     def report_name(self) -> str:
@@ -168,12 +164,11 @@ class Classifier(AMREvaluation, pl.LightningModule):
         return self.net(x)
 
     def configure_optimizers(self) -> Any:
-        optimizer = (self.optimizer or default_optimizer)(self.parameters())
-        return with_scheduler(optimizer, self.scheduler, self.scheduler_monitor)
+        return self._optimizers_with_schedule((self.optimizer or default_optimizer)(self.parameters()))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y, _ = unpack_batch(batch, "training")
-        loss = F.cross_entropy(self(x), y)
+        loss = F.cross_entropy(self(self._augmented(x)), y, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(y))
         return loss
 

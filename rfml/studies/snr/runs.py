@@ -96,6 +96,8 @@ def study_data(data: DataConfig, view: str | None = None) -> SignalDataModule:
             per_key=values["per_key"],
             split=values["split"],
             view=values["view"],
+            # The study's published figures were measured on unscaled frames; it keeps them.
+            norm="none",
             batch_size=values["batch_size"],
             data_seed=values["data_seed"],
             seed=values["split_seed"],

@@ -1,0 +1,290 @@
+"""Validation-split ablation of the AMR recipe and of ClST's settings: one change at a time, one table.
+
+    python benchmarks/amr_ablation.py train --work ablation_work [--per-key 100] [--parallel 2] [--only REGEX]
+    python benchmarks/amr_ablation.py table --work ablation_work --out benchmarks/results
+
+Every run trains on the train split of one generated RadioML 2016.10a-like set (``rfml generate`` layout) and is
+scored on the validation split only (the test split is left for ``amr_accuracy.py``): the validation accuracy of the
+checkpoint its monitor selects (``val/loss`` or ``val/acc``), and the best and last validation accuracy. A run is
+a named variant (``VARIANTS``): a step of the recipe ladder (protocol → unit-power input → AdamW with warm-up and
+cosine → augmentation → label smoothing → selection on ``val/acc`` → EMA), a ClST setting, or an SKD setting
+(α, T, logit or hybrid loss, with the ladder's teacher). Each run is a process of its own with one torch thread,
+``--parallel`` at a time, and leaves ``<work>/runs/<name>/result.json``; finished runs are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+DATA_FILE = "RML2016.10a_dict.pkl"
+
+PROTOCOL: dict[str, Any] = {
+    "norm": "none",
+    "optimizer": {"name": "Adam", "lr": 1e-3, "weight_decay": 0.0},
+    "schedule": "constant",
+    "warmup_epochs": 1.0,
+    "augment": None,
+    "label_smoothing": 0.0,
+    "ema_decay": None,
+    "monitor": "val/loss",
+    "model_kwargs": {},
+}
+# The ladder adds one piece at a time on top of the previous step.
+LADDER: list[tuple[str, dict[str, Any]]] = [
+    ("protocol", {}),
+    ("+rms", {"norm": "rms"}),
+    ("+adamw_cosine", {"optimizer": {"name": "AdamW", "lr": 2e-3, "weight_decay": 0.05}, "schedule": "warmup_cosine"}),
+    ("+augment", {"augment": {}}),
+    ("+smooth0.1", {"label_smoothing": 0.1}),
+    ("+select_val_acc", {"monitor": "val/acc"}),
+    ("+ema", {"ema_decay": 0.99}),
+]
+# The recipe the ClST and SKD variants build on: the ladder without its last step (EMA, which does not pay).
+RECIPE_STEP = "+select_val_acc"
+
+
+def ladder(model: str, upto: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The recipe ladder's runs for ``model``: name and full settings of each step."""
+    settings = {**PROTOCOL, "model": model}
+    runs = []
+    for step, change in LADDER[: upto or len(LADDER)]:
+        settings = {**settings, **change}
+        runs.append((f"{model}-{step}", dict(settings)))
+    return runs
+
+
+def base_recipe() -> dict[str, Any]:
+    """The settings of the ladder's :data:`RECIPE_STEP`, less the model."""
+    settings = dict(next(s for name, s in ladder("clst") if name == f"clst-{RECIPE_STEP}"))
+    del settings["model"]
+    return settings
+
+
+def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every named run: the ladders, ClST settings and SKD settings, each on top of ``recipe`` where it applies."""
+    runs: dict[str, dict[str, Any]] = {}
+    for model in ("clst", "kd_cnn", "kd_mobilenet", "vtcnn2"):
+        runs.update(ladder(model))
+    clst = {**recipe, "model": "clst"}
+    for name, kwargs in {
+        "drop_path0.1": {"drop_path": 0.1},
+        "dropout0": {"dropout": 0.0},
+        "wide48-96-128": {"dims": (48, 96, 128)},
+        "depth1-1-2": {"depths": (1, 1, 2)},
+        "heads2-4-4": {"heads": (2, 4, 4)},
+        "embed_k7-5-5": {"embed_kernels": (7, 5, 5)},
+    }.items():
+        runs[f"clst-{name}"] = {**clst, "model_kwargs": kwargs}
+    runs["clst-smooth0"] = {**clst, "label_smoothing": 0.0}
+    return runs
+
+
+def skd_variants(recipe: dict[str, Any], teacher: str) -> dict[str, dict[str, Any]]:
+    """SKD runs of both students from the teacher run ``teacher``: the (α, T) sweep with logit KD, and hybrid."""
+    runs = {}
+    for student in ("kd_cnn", "kd_mobilenet"):
+        base = {**recipe, "model": student, "teacher_run": teacher}
+        for alpha in (0.5, 0.9):
+            for temperature in (2.0, 4.0):
+                runs[f"{student}-logit-a{alpha}-T{temperature:g}-{teacher}"] = {
+                    **base,
+                    "mode": "logit",
+                    "alpha": alpha,
+                    "temperature": temperature,
+                }
+        runs[f"{student}-hybrid-a0.9-T4-{teacher}"] = {**base, "mode": "hybrid", "alpha": 0.9, "temperature": 4.0}
+    return runs
+
+
+def train_one(spec: dict[str, Any]) -> None:
+    """One run in this process: fit on train, score on validation, write result.json."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from ondevice.io import write_json_atomic
+    from rfml.data import SignalDataModule
+    from rfml.trainers import SKD, Classifier, EpochTimer, SignalAugment
+
+    torch.set_num_threads(1)
+    run_dir = Path(spec["run_dir"])
+    pl.seed_everything(spec.get("seed", 0), workers=True, verbose=False)
+    data = SignalDataModule(spec["data"], split="6:2:2", batch_size=256, seed=0, norm=spec["norm"])
+    opt = spec["optimizer"]
+    optimizer_cls = getattr(torch.optim, opt["name"])
+
+    def optimizer(params: Any) -> torch.optim.Optimizer:
+        return optimizer_cls(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+
+    recipe = {
+        "optimizer": optimizer,
+        "augment": None if spec["augment"] is None else SignalAugment(**spec["augment"], seed=spec.get("seed", 0)),
+        "label_smoothing": spec["label_smoothing"],
+        "schedule": spec["schedule"],
+        "warmup_epochs": spec["warmup_epochs"],
+    }
+    if "mode" in spec:
+        module: Classifier | SKD = SKD(
+            student=spec["model"],
+            teacher="clst",
+            teacher_checkpoint=spec["teacher_checkpoint"],
+            num_classes=data.num_classes,
+            length=data.length,
+            mode=spec["mode"],
+            alpha=spec["alpha"],
+            temperature=spec["temperature"],
+            beta=spec.get("beta", 0.1),
+            teacher_kwargs=spec.get("teacher_kwargs"),
+            **recipe,
+        )
+    else:
+        module = Classifier(spec["model"], data.num_classes, data.length, model_kwargs=spec["model_kwargs"], **recipe)
+    mode = "max" if spec["monitor"] == "val/acc" else "min"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir, filename="best", monitor=spec["monitor"], mode=mode, enable_version_counter=False
+    )
+    timer = EpochTimer()
+    callbacks: list[Any] = [checkpoint, timer]
+    if spec["ema_decay"] is not None:
+        callbacks.append(EMAWeightAveraging(decay=spec["ema_decay"]))
+    if spec.get("patience"):
+        callbacks.append(EarlyStopping(spec["monitor"], mode=mode, patience=spec["patience"]))
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=spec["max_epochs"],
+        callbacks=callbacks,
+        logger=CSVLogger(run_dir, name="", version=""),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, data)
+    seconds = time.perf_counter() - start
+    # Read the epoch record first: validating from a checkpoint restores the callbacks' state of that epoch.
+    val_acc, epoch_seconds = list(timer.val_acc), list(timer.epoch_seconds)
+    # The selected checkpoint's validation accuracy (EMA weights when EMA is on: they are what is checkpointed).
+    selected = trainer.validate(module, data, ckpt_path=checkpoint.best_model_path, verbose=False)[0]["val/acc"]
+    result = {
+        "name": run_dir.name,
+        "spec": {k: v for k, v in spec.items() if k not in ("run_dir", "data", "teacher_checkpoint")},
+        "selected_val_acc": float(selected),
+        "best_val_acc": max(val_acc),
+        "last_val_acc": val_acc[-1],
+        "val_acc_by_epoch": val_acc,
+        "epochs": len(val_acc),
+        "train_seconds": sum(epoch_seconds),
+        "fit_seconds": seconds,
+        "params": sum(p.numel() for p in module.network.parameters()),
+    }
+    write_json_atomic(run_dir / "result.json", result)
+
+
+def _launch(spec: dict[str, Any]) -> tuple[str, int, float]:
+    run_dir = Path(spec["run_dir"])
+    if (run_dir / "result.json").exists():
+        return run_dir.name, 0, 0.0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(run_dir / "log.txt", "w") as log:
+        code = subprocess.call(
+            [sys.executable, __file__, "_run", json.dumps(spec)], stdout=log, stderr=subprocess.STDOUT
+        )
+    return run_dir.name, code, time.perf_counter() - start
+
+
+def train(args: argparse.Namespace) -> int:
+    from rfml.data import write_dataset
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / DATA_FILE
+    if not data.exists():
+        write_dataset("rml2016.10a", data, args.per_key, seed=0, workers=1)
+    recipe = json.loads(args.recipe) if args.recipe else base_recipe()
+    runs = variants(recipe)
+    if args.teacher:
+        runs.update(skd_variants(recipe, args.teacher))
+    pattern = re.compile(args.only) if args.only else None
+    specs = []
+    for name, settings in runs.items():
+        if pattern is not None and not pattern.fullmatch(name):
+            continue
+        spec = {**settings, "data": str(data), "max_epochs": args.max_epochs, "run_dir": str(work / "runs" / name)}
+        if "teacher_run" in spec:
+            teacher = work / "runs" / spec["teacher_run"]
+            spec["teacher_checkpoint"] = str(teacher / "best.ckpt")
+            spec["teacher_kwargs"] = json.loads((teacher / "result.json").read_text())["spec"]["model_kwargs"]
+        specs.append(spec)
+    print(f"{len(specs)} runs, {args.parallel} at a time, data {data}", flush=True)
+    failed = 0
+    with ThreadPoolExecutor(args.parallel) as pool:
+        for name, code, seconds in pool.map(_launch, specs):
+            print(f"  {name:<44} {seconds:7.1f} s  {'ok' if code == 0 else f'FAILED (exit {code})'}", flush=True)
+            failed += code != 0
+    return 1 if failed else 0
+
+
+def table(args: argparse.Namespace) -> int:
+    from ondevice.io import atomic_path, write_json_atomic
+
+    work = Path(args.work)
+    results = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*/result.json"))]
+    if not results:
+        raise SystemExit(f"{work}/runs: no result.json; run `train` first")
+    order = {name: i for i, name in enumerate(variants(base_recipe()))}
+    results.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
+    lines = [
+        "| run | params | epochs | val acc % (selected) | best | last | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['name']} | {r['params']:,} | {r['epochs']} | {100 * r['selected_val_acc']:.2f} | "
+            f"{100 * r['best_val_acc']:.2f} | {100 * r['last_val_acc']:.2f} | {r['train_seconds']:.0f} |"
+        )
+    markdown = "\n".join(lines) + "\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "amr_ablation.json", {"per_key": args.per_key, "runs": results})
+    with atomic_path(out / "amr_ablation.md") as tmp:
+        tmp.write_text(
+            f"Validation accuracy, synthetic RadioML 2016.10a-like, {args.per_key} per class and SNR, "
+            f"{args.max_epochs} epochs, one seed, one torch thread per run.\n\n" + markdown
+        )
+    print(markdown)
+    if len(results) > 1:
+        print(f"mean selected: {statistics.fmean(r['selected_val_acc'] for r in results):.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_run"]:
+        train_one(json.loads(argv[1]))
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("train", "table"))
+    parser.add_argument("--work", default="ablation_work")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--per-key", type=int, default=100)
+    parser.add_argument("--max-epochs", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one torch thread each")
+    parser.add_argument("--only", default=None, help="run only the runs whose name matches this regex")
+    parser.add_argument("--recipe", default=None, help="JSON settings the ClST and SKD variants build on")
+    parser.add_argument("--teacher", default=None, help="a finished ClST run to distil from (adds the SKD runs)")
+    args = parser.parse_args(argv)
+    return {"train": train, "table": table}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
