@@ -18,12 +18,12 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from amr_accuracy import run_all  # the benchmarks' one process-per-run launcher (this folder is on sys.path)
 
 DATA_FILE = "RML2016.10a_dict.pkl"
 
@@ -189,19 +189,6 @@ def train_one(spec: dict[str, Any]) -> None:
     write_json_atomic(run_dir / "result.json", result)
 
 
-def _launch(spec: dict[str, Any]) -> tuple[str, int, float]:
-    run_dir = Path(spec["run_dir"])
-    if (run_dir / "result.json").exists():
-        return run_dir.name, 0, 0.0
-    run_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    with open(run_dir / "log.txt", "w") as log:
-        code = subprocess.call(
-            [sys.executable, __file__, "_run", json.dumps(spec)], stdout=log, stderr=subprocess.STDOUT
-        )
-    return run_dir.name, code, time.perf_counter() - start
-
-
 def train(args: argparse.Namespace) -> int:
     from rfml.data import write_dataset
 
@@ -226,12 +213,7 @@ def train(args: argparse.Namespace) -> int:
             spec["teacher_kwargs"] = json.loads((teacher / "result.json").read_text())["spec"]["model_kwargs"]
         specs.append(spec)
     print(f"{len(specs)} runs, {args.parallel} at a time, data {data}", flush=True)
-    failed = 0
-    with ThreadPoolExecutor(args.parallel) as pool:
-        for name, code, seconds in pool.map(_launch, specs):
-            print(f"  {name:<44} {seconds:7.1f} s  {'ok' if code == 0 else f'FAILED (exit {code})'}", flush=True)
-            failed += code != 0
-    return 1 if failed else 0
+    return 1 if run_all(specs, args.parallel, script=__file__) else 0
 
 
 def table(args: argparse.Namespace) -> int:

@@ -172,25 +172,25 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _launch(spec: dict[str, Any]) -> tuple[str, int, float]:
+def launch(spec: dict[str, Any], script: str = __file__) -> tuple[str, int, float]:
+    """Run ``script _run SPEC`` in a process of its own, logging to ``<run_dir>/log.txt``; skip a finished run."""
     run_dir = Path(spec["run_dir"])
     if (run_dir / "result.json").exists():
         return run_dir.name, 0, 0.0
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with open(run_dir / "log.txt", "w") as log:
-        code = subprocess.call(
-            [sys.executable, __file__, "_run", json.dumps(spec)], stdout=log, stderr=subprocess.STDOUT
-        )
+        code = subprocess.call([sys.executable, script, "_run", json.dumps(spec)], stdout=log, stderr=subprocess.STDOUT)
     return run_dir.name, code, time.perf_counter() - start
 
 
-def _run_all(specs: list[dict[str, Any]], parallel: int) -> list[str]:
+def run_all(specs: list[dict[str, Any]], parallel: int, script: str = __file__) -> list[str]:
+    """Every spec through :func:`launch`, ``parallel`` at a time, one line per run; the names of the failed runs."""
     failed = []
     with ThreadPoolExecutor(parallel) as pool:
-        for name, code, seconds in pool.map(_launch, specs):
+        for name, code, seconds in pool.map(lambda spec: launch(spec, script), specs):
             status = "ok" if code == 0 else f"FAILED (exit {code}, see its log.txt)"
-            print(f"  {name:<30} {seconds:7.1f} s  {status}", flush=True)
+            print(f"  {name:<44} {seconds:7.1f} s  {status}", flush=True)
             if code:
                 failed.append(name)
     return failed
@@ -231,11 +231,11 @@ def train(args: argparse.Namespace) -> int:
 
     first, second = map(specs, plan(_recipes(args.recipes), args.seeds, args.clst_seeds))
     print(f"{len(first)} + {len(second)} SKD runs, {args.parallel} at a time, data {data}", flush=True)
-    failed = _run_all(first, args.parallel)
+    failed = run_all(first, args.parallel)
     if second and (TEACHER_RUN in failed or not teacher.is_file()):
         print(f"the teacher {TEACHER_RUN} failed or left no {teacher}; {len(second)} SKD runs skipped", file=sys.stderr)
         return 1
-    failed += _run_all(second, args.parallel)
+    failed += run_all(second, args.parallel)
     return 1 if failed else 0
 
 

@@ -131,7 +131,7 @@ def test_skd_configs_fit_from_the_clst_checkpoint(config: Path, mode: str, workd
     trained_teacher = torch.load(teacher, weights_only=True)["state_dict"]
     torch.testing.assert_close(model.teacher.head[-1].weight, trained_teacher["net.head.2.weight"])
     assert ("train/hint/features->stages.2" in cli.trainer.callback_metrics) == (mode == "hybrid")
-    assert model.loss.alpha == (0.0 if mode == "ce" else 0.7)
+    assert model.loss.alpha == (0.0 if mode == "ce" else 0.5)  # the shipped alpha
 
 
 def test_validate_test_writes_the_report_and_predict_writes_every_prediction(workdir: Path, teacher: Path) -> None:

@@ -99,8 +99,9 @@ class View:
 
     ``"rms"`` scales each I/Q frame to unit mean power before the view (:func:`unit_power`); it is the AMR default.
     A frame's scale carries no class information, real RadioML frames come L1-normalised (values near 1/L, each
-    divided by the sum of its magnitudes) while generated frames keep their physical scale (RMS near 3 at high SNR),
-    and networks without normalisation layers (VT-CNN2, the LSTMs) train badly at either extreme. Unit power maps a
+    divided by the sum of its magnitudes) while generated frames keep their physical scale (unit signal power plus the
+    noise, so an RMS near 1 at high SNR and near 10 at −20 dB), and networks without normalisation layers see
+    inputs that differ by orders of magnitude between the two, and between SNRs. Unit power maps a
     real file's frames and generated frames of the same signal to the same input, so a model trained on one reads
     the other, and it puts the inputs at the scale the default initialisations expect. ``"l1"`` divides each
     (viewed) frame by the sum of the absolute values of its 2·L entries and ``"l2"`` by their Euclidean norm.

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
     parser.add_argument("--per-key", type=int, default=100, help="frames per (class, SNR); 100 → 22,000 frames")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the ClST teacher")
-    parser.add_argument("--student-epochs", type=int, default=10, help="epochs of every student run")
+    parser.add_argument("--student-epochs", type=int, default=6, help="epochs of every student run")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=30, help="timed calls per round for the latency")
     parser.add_argument("--seed", type=int, default=0)

@@ -81,7 +81,7 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
         num_classes: int = 11,
         length: int = 128,
         mode: SKDMode = "hybrid",
-        alpha: float = 0.7,
+        alpha: float = 0.5,
         temperature: float = 4.0,
         beta: float = 0.1,
         student_kwargs: dict[str, Any] | None = None,
