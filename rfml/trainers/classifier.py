@@ -130,7 +130,6 @@ class Classifier(AMREvaluation, TrainingRecipe, pl.LightningModule):
     """
 
     network_attribute = "net"
-    recipe_network = "net"
 
     def __init__(
         self,

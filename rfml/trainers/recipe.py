@@ -57,10 +57,11 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
 class TrainingRecipe:
     """The recipe's state and hooks, mixed into a LightningModule that calls :meth:`_init_recipe` in ``__init__``.
 
-    ``recipe_network`` names the attribute holding the trained network (``net`` or ``student``).
+    ``network_attribute`` names the attribute holding the trained network (``net`` or ``student``), the one
+    :class:`~rfml.trainers.classifier.AMREvaluation` evaluates.
     """
 
-    recipe_network: str
+    network_attribute: str
     augment: SignalAugment | None
     label_smoothing: float
 
@@ -101,7 +102,7 @@ class TrainingRecipe:
 
     def _compile_network(self) -> None:
         """Compile the trained network in place once (``nn.Module.compile``: same parameters and state_dict)."""
-        net: nn.Module = getattr(self, self.recipe_network)
+        net: nn.Module = getattr(self, self.network_attribute)
         if self.compile_network and getattr(net, "_compiled_call_impl", None) is None:
             net.compile()
 

@@ -70,7 +70,6 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
     """
 
     network_attribute = "student"
-    recipe_network = "student"
     hparams_ignore = ("optimizer", "scheduler", "augment", "report_dir")
 
     def __init__(
