@@ -121,14 +121,10 @@ class View:
         self.std = torch.ones(2, dtype=torch.float64)
 
     def __call__(self, x: Tensor) -> Tensor:
+        if self.norm != "standardize":  # the stateless norms: one implementation, apply_view's
+            return apply_view(x, self.kind, self.norm)
         check_batch(x)
-        if self.norm == "rms":
-            return _view(unit_power(x), self.kind)
         viewed = _view(x, self.kind)
-        if self.norm == "none":
-            return viewed
-        if self.norm != "standardize":
-            return _frame_norm(viewed, self.norm)
         if not self.fitted:
             raise RuntimeError(
                 f"{self!r} is not fitted; call .fit(batches) on the training split before using norm='standardize'"

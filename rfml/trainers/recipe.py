@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -33,7 +33,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from rfml.trainers.augment import SignalAugment
 
 Schedule = Literal["constant", "warmup_cosine"]
-SCHEDULES = ("constant", "warmup_cosine")
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LambdaLR:
