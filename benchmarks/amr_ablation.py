@@ -50,6 +50,7 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
 ]
 # The recipe the ClST and SKD variants build on: the ladder without its last step (EMA, which does not pay).
 RECIPE_STEP = "+select_val_acc"
+LONG = 30  # epochs of the long-schedule student runs (the ablation's default schedule is 15)
 
 
 def ladder(model: str, upto: int | None = None) -> list[tuple[str, dict[str, Any]]]:
@@ -78,13 +79,25 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, kwargs in {
         "drop_path0.1": {"drop_path": 0.1},
         "dropout0": {"dropout": 0.0},
-        "wide48-96-128": {"dims": (48, 96, 128)},
-        "depth1-1-2": {"depths": (1, 1, 2)},
         "heads2-4-4": {"heads": (2, 4, 4)},
         "embed_k7-5-5": {"embed_kernels": (7, 5, 5)},
+        "depth2-2-2": {"depths": (2, 2, 2)},
+        "depth1-2-3": {"depths": (1, 2, 3)},
+        "dims48-64-96": {"dims": (48, 64, 96)},
+        "kv_stride1": {"kv_stride": 1},
+        "strides2-2-1": {"embed_strides": (2, 2, 1)},
+        "heads2-4-4+embed_k7-5-5": {"heads": (2, 4, 4), "embed_kernels": (7, 5, 5)},
     }.items():
         runs[f"clst-{name}"] = {**clst, "model_kwargs": kwargs}
+    # The baselines under the same recipe: what ClST has to lead; initialised as Keras does and with PyTorch's
+    # defaults (each model's default is the one it trained better with here).
+    for model in ("resnet", "cldnn", "mcldnn", "lstm2", "vtcnn2"):
+        for init in ("keras", "torch"):
+            runs[f"{model}-recipe-{init}_init"] = {**recipe, "model": model, "model_kwargs": {"init": init}}
     runs["clst-smooth0"] = {**clst, "label_smoothing": 0.0}
+    # The students alone at twice the epochs: the twins of the long-schedule SKD runs.
+    for student in ("kd_cnn", "kd_mobilenet"):
+        runs[f"{student}-ce-{LONG}ep"] = {**recipe, "model": student, "max_epochs": LONG}
     return runs
 
 
@@ -102,6 +115,10 @@ def skd_variants(recipe: dict[str, Any], teacher: str) -> dict[str, dict[str, An
                     "temperature": temperature,
                 }
         runs[f"{student}-hybrid-a0.9-T4-{teacher}"] = {**base, "mode": "hybrid", "alpha": 0.9, "temperature": 4.0}
+        runs[f"{student}-hybrid-a0.5-T4-{teacher}"] = {**base, "mode": "hybrid", "alpha": 0.5, "temperature": 4.0}
+        # A patient student (Beyer et al. 2022: consistent teaching pays over long schedules), against its twin.
+        long = {**base, "mode": "logit", "alpha": 0.5, "temperature": 4.0, "max_epochs": LONG}
+        runs[f"{student}-logit-a0.5-T4-{LONG}ep-{teacher}"] = long
     return runs
 
 
@@ -206,7 +223,8 @@ def train(args: argparse.Namespace) -> int:
     for name, settings in runs.items():
         if pattern is not None and not pattern.fullmatch(name):
             continue
-        spec = {**settings, "data": str(data), "max_epochs": args.max_epochs, "run_dir": str(work / "runs" / name)}
+        epochs = settings.get("max_epochs", args.max_epochs)
+        spec = {**settings, "data": str(data), "max_epochs": epochs, "run_dir": str(work / "runs" / name)}
         if "teacher_run" in spec:
             teacher = work / "runs" / spec["teacher_run"]
             spec["teacher_checkpoint"] = str(teacher / "best.ckpt")
@@ -214,6 +232,16 @@ def train(args: argparse.Namespace) -> int:
         specs.append(spec)
     print(f"{len(specs)} runs, {args.parallel} at a time, data {data}", flush=True)
     return 1 if run_all(specs, args.parallel, script=__file__) else 0
+
+
+def _macs(spec: dict[str, Any]) -> int:
+    """MACs of one L = 128 frame through the run's network."""
+    import torch
+
+    from ondevice.profile import count_macs
+    from rfml.models import create
+
+    return count_macs(create(spec["model"], 11, 128, **spec.get("model_kwargs", {})), torch.randn(1, 2, 128))
 
 
 def table(args: argparse.Namespace) -> int:
@@ -226,13 +254,16 @@ def table(args: argparse.Namespace) -> int:
     order = {name: i for i, name in enumerate(variants(base_recipe()))}
     results.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
     lines = [
-        "| run | params | epochs | val acc % (selected) | best | last | train s |",
-        "|---|---|---|---|---|---|---|",
+        "| run | params | MACs | epochs | val acc % (selected) | best | last | train s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        r.setdefault("macs", _macs(r["spec"]))
+        mark = " †" if r.get("session") == "earlier" else ""
         lines.append(
-            f"| {r['name']} | {r['params']:,} | {r['epochs']} | {100 * r['selected_val_acc']:.2f} | "
-            f"{100 * r['best_val_acc']:.2f} | {100 * r['last_val_acc']:.2f} | {r['train_seconds']:.0f} |"
+            f"| {r['name']}{mark} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['epochs']} | "
+            f"{100 * r['selected_val_acc']:.2f} | {100 * r['best_val_acc']:.2f} | {100 * r['last_val_acc']:.2f} | "
+            f"{r['train_seconds']:.0f} |"
         )
     markdown = "\n".join(lines) + "\n"
     out = Path(args.out)
@@ -241,7 +272,9 @@ def table(args: argparse.Namespace) -> int:
     with atomic_path(out / "amr_ablation.md") as tmp:
         tmp.write_text(
             f"Validation accuracy, synthetic RadioML 2016.10a-like, {args.per_key} per class and SNR, "
-            f"{args.max_epochs} epochs, one seed, one torch thread per run.\n\n" + markdown
+            f"{args.max_epochs} epochs, one seed, one torch thread per run. MACs of one frame (L = 128). † an earlier "
+            "session's run on the same data and code path (its train seconds are another machine's; the VT-CNN2 "
+            "ladder ran with PyTorch's initialisation, before `keras_init`).\n\n" + markdown
         )
     print(markdown)
     if len(results) > 1:

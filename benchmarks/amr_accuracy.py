@@ -7,6 +7,7 @@ parameters, MACs and ONNX Runtime latency side by side.
                                               [--parallel 4] [--accelerator auto] [--only REGEX]
     python benchmarks/amr_accuracy.py profile --work amr_work          # on the target CPU, one thread
     python benchmarks/amr_accuracy.py table   --work amr_work --out benchmarks/results [--stem amr_recipe]
+    python benchmarks/amr_accuracy.py cost    --per-key 250 --max-epochs 20 --parallel 2 --threads 1  # before train
 
 ``train`` writes the dataset once (``rfml generate`` layout, 11 classes × 20 SNRs × per-key frames) and trains
 every run with Lightning (``rfml.trainers.Classifier`` / ``SKD``) on the same 6:2:2 split, batch size and epoch cap,
@@ -16,17 +17,20 @@ both set-ups: that input scale is part of the data contract, so protocol against
 - ``protocol``: Adam lr 1e-3 at a constant rate, plain cross-entropy, no augmentation, early stopping on
   ``val/loss`` (``--patience``), best checkpoint on ``val/loss``. ClST, every baseline and both students, seed 0.
 - ``recipe``: ``rfml.trainers.recipe.RECIPE`` as shipped (AdamW, linear warm-up then cosine decay to zero over
-  the full ``--max-epochs``, ``SignalAugment``, label smoothing, best checkpoint on ``val/acc``, EMA of the
-  weights); no early stopping. Every baseline seed 0, ClST seeds 0…clst-seeds−1, and both students with ``ce``,
-  ``logit`` (logit KD) and ``hybrid`` (KD plus feature hint) for seeds 0…seeds−1. SKD distils from the recipe
-  ClST seed 0 (``clst-ce-recipe-s0``) with SKD's default α, T, β unless ``--alpha/--temperature/--beta`` are given.
+  the full ``--max-epochs``, ``SignalAugment``, label smoothing, best checkpoint on ``val/acc``; no EMA, which
+  did not pay in the ablation); no early stopping. Every baseline seed 0, ClST seeds 0…clst-seeds−1, and both
+  students with ``ce``, ``logit`` (logit KD) and ``hybrid`` (KD plus feature hint) for seeds 0…seeds−1. SKD
+  distils from the recipe ClST seed 0 (``clst-ce-recipe-s0``) with SKD's default α, T, β unless
+  ``--alpha/--temperature/--beta`` are given.
 
 Run ids are ``{model}-{training}-{recipe}-s{seed}``. Each run is a process of its own (``--parallel`` at a time) and
 leaves ``<work>/runs/<run>/result.json``; a run with a result is skipped, so an interrupted ``train`` resumes. The
 teacher-free runs go first, then the SKD runs. ``profile`` measures every model with ``ondevice.profile`` (ONNX
 Runtime, batch 1 and 256, interleaved) into ``<work>/latency.json``. ``table`` writes ``<stem>.json`` (one entry per
 run), ``<stem>_table.json`` (rows, targets, latency), ``<stem>.md`` and ``<stem>.png`` under ``--out`` and checks
-the targets.
+the targets. ``cost`` times one training step of each model (and of each SKD student with its teacher)
+and projects ``train``'s process-hours and wall time for the given size, epochs and parallelism, before any data
+is made.
 """
 
 from __future__ import annotations
@@ -38,8 +42,10 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +79,7 @@ def plan(recipes: list[str], seeds: int, clst_seeds: int) -> list[list[dict[str,
         first += [("clst", "ce", "recipe", s) for s in range(clst_seeds)]
         first += [(m, "ce", "recipe", 0) for m in BASELINES]
         first += [(m, "ce", "recipe", s) for m in STUDENTS for s in range(seeds)]
-        second += [(m, mode, "recipe", s) for mode in ("hybrid", "logit") for m in STUDENTS for s in range(seeds)]
+        second += [(m, mode, "recipe", s) for mode in ("logit", "hybrid") for m in STUDENTS for s in range(seeds)]
     return [[dict(zip(("model", "training", "recipe", "seed"), r, strict=True)) for r in p] for p in (first, second)]
 
 
@@ -184,11 +190,19 @@ def launch(spec: dict[str, Any], script: str = __file__) -> tuple[str, int, floa
     return run_dir.name, code, time.perf_counter() - start
 
 
-def run_all(specs: list[dict[str, Any]], parallel: int, script: str = __file__) -> list[str]:
-    """Every spec through :func:`launch`, ``parallel`` at a time, one line per run; the names of the failed runs."""
+def run_all(
+    specs: list[dict[str, Any]],
+    parallel: int,
+    script: str = __file__,
+    launcher: Callable[[dict[str, Any]], tuple[str, int, float]] | None = None,
+) -> list[str]:
+    """Every spec through :func:`launch` (or ``launcher``), ``parallel`` at a time in order, one line per run as
+    it ends; the names of the failed runs."""
     failed = []
+    launcher = launcher or (lambda spec: launch(spec, script))
     with ThreadPoolExecutor(parallel) as pool:
-        for name, code, seconds in pool.map(lambda spec: launch(spec, script), specs):
+        for future in as_completed([pool.submit(launcher, spec) for spec in specs]):
+            name, code, seconds = future.result()
             status = "ok" if code == 0 else f"FAILED (exit {code}, see its log.txt)"
             print(f"  {name:<44} {seconds:7.1f} s  {status}", flush=True)
             if code:
@@ -202,6 +216,36 @@ def _recipes(text: str) -> list[str]:
     if not names or unknown:
         raise SystemExit(f"--recipes: expected a comma list of {', '.join(RECIPES)}, got {text!r}")
     return names
+
+
+def run_queue(
+    first: list[dict[str, Any]],
+    second: list[dict[str, Any]],
+    teacher: Path,
+    parallel: int,
+    launcher: Callable[[dict[str, Any]], tuple[str, int, float]] = launch,
+) -> list[str]:
+    """The teacher-free runs, then the SKD runs, in one queue of ``parallel`` slots: each SKD run waits until the
+    teacher run (:data:`TEACHER_RUN`, the first recipe run) has ended, and is skipped (failed) if it left no
+    ``teacher`` checkpoint. One queue, so no slot idles between the two groups. The names of the failed runs."""
+    teacher_done = threading.Event()
+    if not any(Path(s["run_dir"]).name == TEACHER_RUN for s in first):
+        teacher_done.set()  # not in this selection: trained earlier, or not wanted
+
+    def run(spec: dict[str, Any]) -> tuple[str, int, float]:
+        name = Path(spec["run_dir"]).name
+        if spec["training"] != "ce":
+            teacher_done.wait()
+            if not teacher.is_file():
+                print(f"  {name}: skipped, the teacher {TEACHER_RUN} left no {teacher}", flush=True)
+                return name, 1, 0.0
+        try:
+            return launcher(spec)
+        finally:
+            if name == TEACHER_RUN:
+                teacher_done.set()
+
+    return run_all(first + second, parallel, launcher=run)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -231,12 +275,103 @@ def train(args: argparse.Namespace) -> int:
 
     first, second = map(specs, plan(_recipes(args.recipes), args.seeds, args.clst_seeds))
     print(f"{len(first)} + {len(second)} SKD runs, {args.parallel} at a time, data {data}", flush=True)
-    failed = run_all(first, args.parallel)
-    if second and (TEACHER_RUN in failed or not teacher.is_file()):
-        print(f"the teacher {TEACHER_RUN} failed or left no {teacher}; {len(second)} SKD runs skipped", file=sys.stderr)
-        return 1
-    failed += run_all(second, args.parallel)
-    return 1 if failed else 0
+    return 1 if run_queue(first, second, teacher, args.parallel) else 0
+
+
+def step_seconds(model: str, training: str, batch_size: int, threads: int, steps: int) -> dict[str, float]:
+    """Seconds of one recipe training step of ``model`` (augmentation, forward, loss, backward, AdamW) and of one
+    evaluation forward, per batch of ``batch_size``, median over ``steps`` after two warm-up steps. For SKD the
+    step adds ClST's forward (eval mode, no gradient): the teacher's cost; its weights do not change the time."""
+    import torch
+    import torch.nn.functional as F
+
+    from rfml.models import create
+    from rfml.trainers import SignalAugment
+    from rfml.trainers.recipe import RECIPE
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    network = create(model, 11, 128)
+    teacher = create("clst", 11, 128).eval() if training != "ce" else None
+    augment = SignalAugment(p=RECIPE.augment_p, seed=0)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=RECIPE.lr, weight_decay=RECIPE.weight_decay)
+    x, y = torch.randn(batch_size, 2, 128), torch.randint(0, 11, (batch_size,))
+
+    def train_step() -> None:
+        inputs = augment(x)
+        if teacher is not None:
+            with torch.no_grad():
+                teacher(inputs)
+        loss = F.cross_entropy(network(inputs), y, label_smoothing=RECIPE.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def eval_step() -> None:
+        with torch.no_grad():
+            network(x)
+
+    times = {}
+    for name, step, mode in (("train", train_step, True), ("eval", eval_step, False)):
+        network.train(mode)
+        samples = []
+        for i in range(steps + 2):
+            start = time.perf_counter()
+            step()
+            if i >= 2:
+                samples.append(time.perf_counter() - start)
+        times[name] = statistics.median(samples)
+    return times
+
+
+def cost(args: argparse.Namespace) -> int:
+    """Project ``train``'s wall time from measured step times: every run at ``--max-epochs`` (the protocol's early
+    stopping can only shorten it), ``--parallel`` runs at a time with ``--threads`` threads each, packed perfectly
+    (a lower bound on the wall time). Run it on a quiet machine."""
+    frames = 11 * 20 * args.per_key
+    train_frames, eval_frames = frames * 6 // 10, frames * 2 // 10
+    steps = -(-train_frames // args.batch_size)
+    eval_batches = -(-eval_frames // args.batch_size)
+    first, second = plan(_recipes(args.recipes), args.seeds, args.clst_seeds)
+    runs = first + second
+    kinds = sorted({(r["model"], "ce" if r["training"] == "ce" else "skd") for r in runs})
+    print(f"step times, batch {args.batch_size}, {args.threads} thread(s), median of {args.cost_steps} steps:")
+    measured = {}
+    for model, training in kinds:
+        measured[model, training] = t = step_seconds(model, training, args.batch_size, args.threads, args.cost_steps)
+        ms = {k: v * 1e3 for k, v in t.items()}
+        print(f"  {model:<13} {training:<4} train {ms['train']:8.1f} ms  eval {ms['eval']:7.1f} ms", flush=True)
+    per_run = {}
+    for r in runs:
+        t = measured[r["model"], "ce" if r["training"] == "ce" else "skd"]
+        # Each epoch: the training steps and one validation pass; then one test pass.
+        epoch = steps * t["train"] + eval_batches * t["eval"]
+        per_run[run_id(r["model"], r["training"], r["recipe"], r["seed"])] = (
+            args.max_epochs * epoch + eval_batches * t["eval"]
+        )
+    total = sum(per_run.values())
+    wall = max(total / args.parallel, max(per_run.values()))
+    result = {
+        "per_key": args.per_key,
+        "max_epochs": args.max_epochs,
+        "batch_size": args.batch_size,
+        "parallel": args.parallel,
+        "threads": args.threads,
+        "runs": len(runs),
+        "step_seconds": {f"{m}/{t}": v for (m, t), v in measured.items()},
+        "run_seconds": per_run,
+        "process_hours": total / 3600,
+        "wall_hours_at_least": wall / 3600,
+    }
+    print(
+        f"{len(runs)} runs at {args.per_key} per key, {args.max_epochs} epochs: {total / 3600:.1f} process-hours, "
+        f"at least {wall / 3600:.1f} h wall with {args.parallel} at a time"
+    )
+    if args.cost_out:
+        from ondevice.io import write_json_atomic
+
+        write_json_atomic(Path(args.cost_out), result)
+    return 0
 
 
 def profile_models(args: argparse.Namespace) -> int:
@@ -422,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
         train_one(json.loads(argv[1]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("train", "profile", "table", "all"))
+    parser.add_argument("command", choices=("train", "profile", "table", "all", "cost"))
     parser.add_argument("--work", default="amr_work", help="folder for the data, runs, checkpoints, latency")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the tables and plot")
     parser.add_argument("--stem", default="amr_recipe", help="file name stem of the tables, JSON and plot")
@@ -443,11 +578,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cost-steps", type=int, default=5, help="cost: timed training steps per model")
+    parser.add_argument("--cost-out", default=None, help="cost: write the projection to this JSON file")
     args = parser.parse_args(argv)
     for name in ("seeds", "clst_seeds", "max_epochs", "parallel", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    commands = {"train": (train,), "profile": (profile_models,), "table": (table,)}
+    commands = {"train": (train,), "profile": (profile_models,), "table": (table,), "cost": (cost,)}
     commands["all"] = (train, profile_models, table)
     for command in commands[args.command]:
         code = command(args)

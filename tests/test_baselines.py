@@ -131,3 +131,56 @@ def test_onnx_export_matches_torch(name, tmp_path):
     check = verify_onnx(model, path, x, atol=1e-4, batch_sizes=(1, 3))
     assert check.ok
     assert check.max_abs_error <= 1e-4
+
+
+# Each baseline's default initialisation: the one it trained better with under the recipe (amr_ablation.py).
+DEFAULT_INIT = {"vtcnn2": "keras", "resnet": "keras", "cldnn": "torch", "mcldnn": "torch", "lstm2": "keras"}
+
+
+def _biases_all_zero(model: torch.nn.Module) -> bool:
+    return all(torch.count_nonzero(m.bias) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_default_initialisation(name):
+    assert set(DEFAULT_INIT) == set(NAMES)
+    torch.manual_seed(0)
+    assert _biases_all_zero(create(name, 11, 128)) == (DEFAULT_INIT[name] == "keras")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_keras_initialisation(name):
+    """Glorot-uniform kernels (inside ±√(6/(fan_in+fan_out)), spread like it), zero biases, orthogonal recurrent
+    kernels, and a forget-gate bias of 1 in each LSTM; ``init="torch"`` keeps PyTorch's uniform biases."""
+    torch.manual_seed(0)
+    model = create(name, 11, 128, init="keras")
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers
+    for layer in layers:
+        w = layer.weight
+        receptive = w[0, 0].numel()
+        fan_in, fan_out = w.shape[1] * receptive, w.shape[0] * receptive
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert w.abs().max() <= bound + 1e-7
+        if w.numel() >= 1000:  # uniform on ±bound: std bound/√3
+            assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+        if layer.bias is not None:
+            assert torch.count_nonzero(layer.bias) == 0
+    for lstm in (m for m in model.modules() if isinstance(m, torch.nn.LSTM)):
+        h = lstm.hidden_size
+        for layer in range(lstm.num_layers):
+            w_hh = getattr(lstm, f"weight_hh_l{layer}")  # [4h, h]: orthonormal columns
+            torch.testing.assert_close(w_hh.T @ w_hh, torch.eye(h), atol=1e-4, rtol=0)
+            b_ih, b_hh = getattr(lstm, f"bias_ih_l{layer}"), getattr(lstm, f"bias_hh_l{layer}")
+            expected = torch.zeros(4 * h)
+            expected[h : 2 * h] = 1.0
+            assert torch.equal(b_ih + b_hh, expected)
+    torch.manual_seed(0)
+    torch_init = create(name, 11, 128, init="torch")
+    biases = [m.bias for m in torch_init.modules() if isinstance(m, torch.nn.Linear)]
+    assert biases and all(torch.count_nonzero(b) > 0 for b in biases)
+
+
+def test_unknown_initialisation_is_refused():
+    with pytest.raises(ValueError, match="init must be one of keras, torch; got 'glorot'"):
+        create("resnet", 11, 128, init="glorot")

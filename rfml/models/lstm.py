@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from rfml.models.layers import Init, initialise
 from rfml.models.registry import register
 
 
@@ -36,9 +37,11 @@ class LSTM2(nn.Module):
 
     Here the conversion is part of the model (``amplitude_phase``; raw I/Q in, so the model is invariant to
     the frame's scale), and logits are returned. Reconstructed: the paper's regularisation is not
-    reproduced; ``dropout`` (default 0, off) acts between the two LSTMs and on the last step. The
-    amplitude/phase transform has no useful gradient with respect to an input sample at exactly 0 + 0j
-    (only matters when differentiating with respect to the input). Works for any length.
+    reproduced; ``dropout`` (default 0, off) acts between the two LSTMs and on the last step. The model is
+    initialised as Keras does (``init="keras"``, :func:`rfml.models.layers.keras_init`, unit forget-gate bias
+    included; ``"torch"`` keeps PyTorch's defaults). The amplitude/phase transform has no useful gradient with
+    respect to an input sample at exactly 0 + 0j (only matters when differentiating with respect to the input).
+    Works for any length.
 
     Parameters (L=128, 11 classes): 201,099 (the same at any length; 24 classes: 202,776). PyTorch's LSTM
     has two bias vectors per gate; the 200,075 quoted for the Keras model counts one (1,024 fewer).
@@ -52,6 +55,7 @@ class LSTM2(nn.Module):
         length: int = 128,
         hidden: int = 128,
         dropout: float = 0.0,
+        init: Init = "keras",
     ) -> None:
         super().__init__()
         self.length = length
@@ -60,6 +64,7 @@ class LSTM2(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.features = nn.Identity()  # the second LSTM's last step, [B, hidden]
         self.head = nn.Linear(hidden, num_classes)
+        initialise(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm1(amplitude_phase(x))

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rfml.models.layers import check_length, dense_layers
+from rfml.models.layers import Init, check_length, dense_layers, initialise
 from rfml.models.registry import register
 
 
@@ -59,8 +59,9 @@ class ResNetAMR(nn.Module):
 
     Reconstructed / different here: convolutions are 1-D over I and Q as two channels; a ReLU follows the
     skip addition; ``same`` zero padding; the alpha-dropout rate (not stated) defaults to 0.3; logits are
-    returned. For shorter frames the number of stacks is ``min(6, floor(log2(length)) - 1)`` (6 at L=128,
-    leaving 2 steps; 5 at L=64) unless ``num_stacks`` is given. The paper reports 236,344 trainable
+    returned; initialised as Keras does (``init="keras"``, :func:`rfml.models.layers.keras_init`; ``"torch"``
+    keeps PyTorch's defaults). For shorter frames the number of stacks is ``min(6, floor(log2(length)) - 1)``
+    (6 at L=128, leaving 2 steps; 5 at L=64) unless ``num_stacks`` is given. The paper reports 236,344 trainable
     parameters at L=1024/24 classes; the stated layers give 165,144 here, so the paper's count includes
     something its table does not show.
 
@@ -81,6 +82,7 @@ class ResNetAMR(nn.Module):
         kernel_size: int = 3,
         hidden: int = 128,
         dropout: float = 0.3,
+        init: Init = "keras",
     ) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
@@ -100,6 +102,7 @@ class ResNetAMR(nn.Module):
             nn.Flatten(),
             *dense_layers(channels * steps, (hidden, hidden), num_classes, dropout, nn.SELU, nn.AlphaDropout),
         )
+        initialise(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_length(self, x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rfml.models.layers import check_length, dense_layers
+from rfml.models.layers import Init, check_length, dense_layers, initialise
 from rfml.models.registry import register
 
 
@@ -23,9 +23,9 @@ class VTCNN2(nn.Module):
     (softmax in the paper, logits here). Dropout 0.5.
 
     Reconstructed / different here: the two zero paddings are folded into the convolutions (``padding``
-    samples at both ends, 2 by default), which is the same arithmetic; PyTorch's default initialisation
-    instead of Glorot-uniform; the last dropout on the features is applied at the head's input so that the
-    hint layer sees the feature map before dropout.
+    samples at both ends, 2 by default), which is the same arithmetic; the last dropout on the features is
+    applied at the head's input so that the hint layer sees the feature map before dropout. Initialised as Keras
+    does (``init="keras"``, :func:`rfml.models.layers.keras_init`; ``"torch"`` keeps PyTorch's defaults).
 
     The head flattens a ``[80, 1, L + 4·padding - 4]`` map (``L + 4`` by default), so the model is built for
     one ``length`` and raises ``ValueError`` on any other.
@@ -45,6 +45,7 @@ class VTCNN2(nn.Module):
         hidden: int = 256,
         dropout: float = 0.5,
         padding: int = 2,
+        init: Init = "keras",
     ) -> None:
         super().__init__()
         steps = length + 4 * padding - 4  # two width-3 convolutions, each padded by ``padding`` at both ends
@@ -65,6 +66,7 @@ class VTCNN2(nn.Module):
         self.head = nn.Sequential(
             nn.Dropout(dropout), nn.Flatten(), *dense_layers(c2 * steps, (hidden,), num_classes, dropout)
         )
+        initialise(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_length(self, x)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -34,6 +35,7 @@ import torch
 from ondevice.io import atomic_path
 from rfml.data import SignalDataModule
 from rfml.data.splits import snr_mask
+from rfml.models.registry import get
 from rfml.studies.machine import machine_info
 from rfml.studies.snr.config import DataConfig, SNRStudyConfig, TrainConfig
 from rfml.trainers.callbacks import BestWeights, EpochTimer, WarmEarlyStopping
@@ -81,6 +83,16 @@ def estimator_spec(seed: int) -> dict[str, Any]:
 
 
 # -- data --------------------------------------------------------------------------------------------
+
+
+def study_model_kwargs(model: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` for the study's classifier, with ``init="torch"`` for a model that has an ``init`` switch and is
+    not given one: the study's published figures were measured with PyTorch's initialisation, before the AMR
+    baselines' defaults moved to the one each trains best with under the AMR recipe (``rfml.models.layers``)."""
+    kwargs = copy.deepcopy(kwargs)
+    if "init" in inspect.signature(get(model)).parameters:
+        kwargs.setdefault("init", "torch")
+    return kwargs
 
 
 def study_data(data: DataConfig, view: str | None = None) -> SignalDataModule:
@@ -252,7 +264,7 @@ def execute(task: dict[str, Any]) -> dict[str, Any]:
             model=config.train.model,
             num_classes=module.num_classes,
             length=module.length,
-            model_kwargs=copy.deepcopy(config.train.model_kwargs),
+            model_kwargs=study_model_kwargs(config.train.model, config.train.model_kwargs),
             optimizer=lambda p: torch.optim.Adam(p, lr=config.train.lr),
         )
         timing = fit(model, _Rows(module, train, val, spec["seed"]), config.train)
