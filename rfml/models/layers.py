@@ -4,7 +4,7 @@ Keras initialisation of the baselines that were published in Keras."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ def check_length(model: nn.Module, x: torch.Tensor) -> None:
 
 
 Init = Literal["keras", "torch"]
-INITS: tuple[Init, ...] = ("keras", "torch")
+INITS: tuple[Init, ...] = get_args(Init)
 
 
 def keras_init(model: nn.Module) -> None:
