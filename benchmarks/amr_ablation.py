@@ -87,14 +87,31 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "kv_stride1": {"kv_stride": 1},
         "strides2-2-1": {"embed_strides": (2, 2, 1)},
         "heads2-4-4+embed_k7-5-5": {"heads": (2, 4, 4), "embed_kernels": (7, 5, 5)},
+        # The high-SNR QPSK/8PSK confusion: the first stage at full length (the students' first layers are), the
+        # same total stride of 8 or a shorter one; and without PSCA.
+        "strides1-2-4": {"embed_strides": (1, 2, 4)},
+        "strides1-2-2": {"embed_strides": (1, 2, 2)},
+        "psca_off": {"psca": False},
+        "stem32": {"stem": 32},
     }.items():
         runs[f"clst-{name}"] = {**clst, "model_kwargs": kwargs}
+    no_phase = {**(recipe["augment"] or {}), "phase": False}
+    runs["clst-no_phase_aug"] = {**clst, "augment": no_phase}
+    runs[f"clst-{LONG}ep"] = {**clst, "max_epochs": LONG}
+    # Second seeds: the run-to-run spread of the unchanged model and of the change that paid.
+    runs["clst-seed1"] = {**clst, "seed": 1}
+    runs["clst-stem32-seed1"] = {**runs["clst-stem32"], "seed": 1}
+    runs["clst-stem64"] = {**clst, "model_kwargs": {"stem": 64}}
     # The baselines under the same recipe: what ClST has to lead; initialised as Keras does and with PyTorch's
     # defaults (each model's default is the one it trained better with here).
     for model in ("resnet", "cldnn", "mcldnn", "lstm2", "vtcnn2"):
         for init in ("keras", "torch"):
             runs[f"{model}-recipe-{init}_init"] = {**recipe, "model": model, "model_kwargs": {"init": init}}
     runs["clst-smooth0"] = {**clst, "label_smoothing": 0.0}
+    # LSTM2's slow start under the recipe: Keras' LSTM learning rate, and no phase rotation (it reads phase directly).
+    lstm2 = runs["lstm2-recipe-keras_init"]
+    runs["lstm2-recipe-lr1e-3"] = {**lstm2, "optimizer": {**recipe["optimizer"], "lr": 1e-3}}
+    runs["lstm2-recipe-no_phase_aug"] = {**lstm2, "augment": no_phase}
     # The students alone at twice the epochs: the twins of the long-schedule SKD runs.
     for student in ("kd_cnn", "kd_mobilenet"):
         runs[f"{student}-ce-{LONG}ep"] = {**recipe, "model": student, "max_epochs": LONG}
@@ -189,8 +206,11 @@ def train_one(spec: dict[str, Any]) -> None:
     seconds = time.perf_counter() - start
     # Read the epoch record first: validating from a checkpoint restores the callbacks' state of that epoch.
     val_acc, epoch_seconds = list(timer.val_acc), list(timer.epoch_seconds)
-    # The selected checkpoint's validation accuracy (EMA weights when EMA is on: they are what is checkpointed).
-    selected = trainer.validate(module, data, ckpt_path=checkpoint.best_model_path, verbose=False)[0]["val/acc"]
+    # The selected checkpoint scored on the validation split through the test loop, for the per-SNR and per-class
+    # figures (EMA weights when EMA is on: they are what is checkpointed).
+    trainer.test(module, dataloaders=data.val_dataloader(), ckpt_path=checkpoint.best_model_path, verbose=False)
+    summary = module.test_summary
+    selected = summary["accuracy"]
     result = {
         "name": run_dir.name,
         "spec": {k: v for k, v in spec.items() if k not in ("run_dir", "data", "teacher_checkpoint")},
@@ -202,6 +222,9 @@ def train_one(spec: dict[str, Any]) -> None:
         "train_seconds": sum(epoch_seconds),
         "fit_seconds": seconds,
         "params": sum(p.numel() for p in module.network.parameters()),
+        "val_acc_snr_ge_10db": summary["accuracy_snr_ge_10db"],
+        "classes": summary["classes"],
+        "val_confusion_snr_ge_10db": summary["confusion_snr_ge_10db"],
     }
     write_json_atomic(run_dir / "result.json", result)
 
@@ -244,6 +267,15 @@ def _macs(spec: dict[str, Any]) -> int:
     return count_macs(create(spec["model"], 11, 128, **spec.get("model_kwargs", {})), torch.randn(1, 2, 128))
 
 
+def high_snr_class_accuracy(result: dict[str, Any], name: str) -> float | None:
+    """The validation accuracy of class ``name`` at SNR ≥ 10 dB of the run's selected checkpoint; None for runs
+    recorded before the per-class figures were."""
+    if "val_confusion_snr_ge_10db" not in result:
+        return None
+    row = result["val_confusion_snr_ge_10db"][result["classes"].index(name)]
+    return row[result["classes"].index(name)] / sum(row) if sum(row) else None
+
+
 def table(args: argparse.Namespace) -> int:
     from ondevice.io import atomic_path, write_json_atomic
 
@@ -254,22 +286,26 @@ def table(args: argparse.Namespace) -> int:
     order = {name: i for i, name in enumerate(variants(base_recipe()))}
     results.sort(key=lambda r: (order.get(r["name"], len(order)), r["name"]))
     lines = [
-        "| run | params | MACs | epochs | val acc % (selected) | best | last | train s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | params | MACs | epochs | val acc % (selected) | best | last | ≥ 10 dB | 8PSK / QPSK ≥ 10 dB | s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         r.setdefault("macs", _macs(r["spec"]))
         mark = " †" if r.get("session") == "earlier" else ""
+        high = r.get("val_acc_snr_ge_10db")
+        pair = [high_snr_class_accuracy(r, name) for name in ("8PSK", "QPSK")]
         lines.append(
             f"| {r['name']}{mark} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['epochs']} | "
             f"{100 * r['selected_val_acc']:.2f} | {100 * r['best_val_acc']:.2f} | {100 * r['last_val_acc']:.2f} | "
+            f"{'—' if high is None else f'{100 * high:.2f}'} | "
+            f"{'—' if None in pair else ' / '.join(f'{100 * a:.0f}' for a in pair)} | "
             f"{r['train_seconds']:.0f} |"
         )
     markdown = "\n".join(lines) + "\n"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "amr_ablation.json", {"per_key": args.per_key, "runs": results})
-    with atomic_path(out / "amr_ablation.md") as tmp:
+    write_json_atomic(out / f"{args.stem}.json", {"per_key": args.per_key, "runs": results})
+    with atomic_path(out / f"{args.stem}.md") as tmp:
         tmp.write_text(
             f"Validation accuracy, synthetic RadioML 2016.10a-like, {args.per_key} per class and SNR, "
             f"{args.max_epochs} epochs, one seed, one torch thread per run. MACs of one frame (L = 128). † an earlier "
@@ -291,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("train", "table"))
     parser.add_argument("--work", default="ablation_work")
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--stem", default="amr_ablation", help="table: file name stem of the JSON and markdown")
     parser.add_argument("--per-key", type=int, default=100)
     parser.add_argument("--max-epochs", type=int, default=20)
     parser.add_argument("--parallel", type=int, default=2, help="runs at a time, one torch thread each")

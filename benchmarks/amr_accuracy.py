@@ -8,6 +8,7 @@ parameters, MACs and ONNX Runtime latency side by side.
     python benchmarks/amr_accuracy.py profile --work amr_work          # on the target CPU, one thread
     python benchmarks/amr_accuracy.py table   --work amr_work --out benchmarks/results [--stem amr_recipe]
     python benchmarks/amr_accuracy.py cost    --per-key 250 --max-epochs 20 --parallel 2 --threads 1  # before train
+    python benchmarks/amr_accuracy.py restore --work amr_work --restore-from benchmarks/results/amr_recipe_runs.json
 
 ``train`` writes the dataset once (``rfml generate`` layout, 11 classes × 20 SNRs × per-key frames) and trains
 every run with Lightning (``rfml.trainers.Classifier`` / ``SKD``) on the same 6:2:2 split, batch size and epoch cap,
@@ -28,9 +29,11 @@ leaves ``<work>/runs/<run>/result.json``; a run with a result is skipped, so an 
 teacher-free runs go first, then the SKD runs. ``profile`` measures every model with ``ondevice.profile`` (ONNX
 Runtime, batch 1 and 256, interleaved) into ``<work>/latency.json``. ``table`` writes ``<stem>.json`` (one entry per
 run), ``<stem>_table.json`` (rows, targets, latency), ``<stem>.md`` and ``<stem>.png`` under ``--out`` and checks
-the targets. ``cost`` times one training step of each model (and of each SKD student with its teacher)
-and projects ``train``'s process-hours and wall time for the given size, epochs and parallelism, before any data
-is made.
+the targets, and ``<stem>_runs.json`` (every run's full result). ``restore`` writes the result of each run
+recorded in such a file into a work folder that lacks it, so a benchmark longer than one session resumes in the
+next: ``train`` then skips the restored runs and ``table`` reports them, marked with the file they came from.
+``cost`` times one training step of each model (and of each SKD student with its teacher) and projects ``train``'s
+process-hours and wall time for the given size, epochs and parallelism, before any data is made.
 """
 
 from __future__ import annotations
@@ -70,13 +73,16 @@ TEACHER_RUN = run_id("clst", "ce", "recipe", 0)
 
 
 def plan(recipes: list[str], seeds: int, clst_seeds: int) -> list[list[dict[str, Any]]]:
-    """The runs that need no teacher, and the SKD runs (recipe only), as (model, training, recipe, seed) dicts."""
+    """The runs that need no teacher, and the SKD runs (recipe only), as (model, training, recipe, seed) dicts.
+    The SKD teacher (:data:`TEACHER_RUN`) comes first, so that the SKD runs can start while the others train."""
     first: list[tuple[str, str, str, int]] = []
     second: list[tuple[str, str, str, int]] = []
+    if "recipe" in recipes:
+        first.append(("clst", "ce", "recipe", 0))
     if "protocol" in recipes:
         first += [(m, "ce", "protocol", 0) for m in ALL_MODELS]
     if "recipe" in recipes:
-        first += [("clst", "ce", "recipe", s) for s in range(clst_seeds)]
+        first += [("clst", "ce", "recipe", s) for s in range(1, clst_seeds)]
         first += [(m, "ce", "recipe", 0) for m in BASELINES]
         first += [(m, "ce", "recipe", s) for m in STUDENTS for s in range(seeds)]
         second += [(m, mode, "recipe", s) for mode in ("logit", "hybrid") for m in STUDENTS for s in range(seeds)]
@@ -171,6 +177,8 @@ def train_one(spec: dict[str, Any]) -> dict[str, Any]:
         "accuracy_by_snr": summary["accuracy_by_snr"],
         "examples_by_snr": summary["examples_by_snr"],
         "test_examples": summary["examples"],
+        "classes": summary["classes"],
+        "confusion_snr_ge_10db": summary["confusion_snr_ge_10db"],
     }
     if isinstance(module, SKD):
         result["skd"] = {k: module.hparams[k] for k in SKD_ARGS}
@@ -453,6 +461,37 @@ def _targets(
     return targets
 
 
+def restore(args: argparse.Namespace) -> int:
+    """Write ``<work>/runs/<run>/result.json`` for each run recorded in ``--restore-from`` (a ``table`` output:
+    ``<stem>_runs.json``, or the compact ``<stem>.json``) that the work folder lacks, so that ``train`` skips it
+    and ``table`` reports it. Each restored result records the file it came from."""
+    from ondevice.io import write_json_atomic
+
+    if not args.restore_from:
+        raise SystemExit("restore: --restore-from FILE is required (a table's <stem>_runs.json or <stem>.json)")
+    source = Path(args.restore_from)
+    try:
+        record = json.loads(source.read_text())
+        per_key, runs = record["per_key"], record["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"{source}: expected a JSON object with 'per_key' and 'runs' ({err})") from err
+    pattern = re.compile(args.only or ".*")
+    restored = 0
+    for i, run in enumerate(runs):
+        missing = [k for k in RUN_KEYS if k not in run]
+        if missing:
+            raise SystemExit(f"{source}: runs[{i}] lacks {missing}")
+        name = run_id(run["model"], run["training"], run["recipe"], run["seed"])
+        target = Path(args.work) / "runs" / name / "result.json"
+        if target.exists() or not pattern.fullmatch(name):
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target, {"per_key": per_key, **run, "restored_from": run.get("restored_from", str(source))})
+        restored += 1
+    print(f"{restored} runs restored from {source} into {args.work}/runs", flush=True)
+    return 0
+
+
 def table(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -488,10 +527,13 @@ def table(args: argparse.Namespace) -> int:
                 "training": training,
                 "recipe": recipe,
                 "seeds": [r["seed"] for r in runs],
-                "device": ", ".join(sorted({r["device"] for r in runs})),
+                "device": ", ".join(sorted({r.get("device", "cpu") for r in runs})),
                 **{f"{key}_pct": _mean_std([r[key] for r in runs]) for key in ACC_KEYS},
                 "epochs": [r["epochs"] for r in runs],
-                "fit_seconds": statistics.fmean(r["fit_seconds"] for r in runs),
+                "fit_seconds": statistics.fmean(t)
+                if (t := [r["fit_seconds"] for r in runs if "fit_seconds" in r])
+                else None,
+                "restored_from": sorted({r["restored_from"] for r in runs if "restored_from" in r}),
                 "params": facts["params"],
                 "macs": facts["macs"],
                 "ort_b1_ms": latency.get("onnxruntime", 1, model).median_ms,
@@ -514,7 +556,7 @@ def table(args: argparse.Namespace) -> int:
         lines.append(
             f"| {r['model']} | {LABEL[r['training']]} | {r['recipe']} | {n} | {accs} | "
             f"{'/'.join(map(str, r['epochs']))} | {r['params']:,} | {r['macs'] / 1e6:.2f} M | {r['ort_b1_ms']:.3f} | "
-            f"{r['device']} |"
+            f"{r['device']}{' †' if r['restored_from'] else ''} |"
         )
     checks = [
         f"- {'ok' if t['ok'] else 'MISSED'} {name}: "
@@ -523,6 +565,11 @@ def table(args: argparse.Namespace) -> int:
     ]
     markdown = (
         "\n".join(lines)
+        + (
+            "\n\n† restored from an earlier session's record (`restore`)."
+            if any(r["restored_from"] for r in rows)
+            else ""
+        )
         + f"\n\nTargets (accuracy targets on recipe means; SKD teacher {TEACHER_RUN}):\n\n"
         + "\n".join(checks)
     )
@@ -530,14 +577,16 @@ def table(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs = [{k: r[k] for k in RUN_KEYS} for r in results]
     write_json_atomic(out / f"{args.stem}.json", {"per_key": per_keys[0], "runs": runs})
+    # Every run's full result, so that a later session can `restore` the finished runs and train only the rest.
+    write_json_atomic(out / f"{args.stem}_runs.json", {"per_key": per_keys[0], "runs": results})
     table_json = {"per_key": per_keys[0], "rows": rows, "targets": targets, "latency_environment": latency.environment}
     write_json_atomic(out / f"{args.stem}_table.json", {**table_json, "settings": vars(args)})
     with atomic_path(out / f"{args.stem}.md") as tmp:
         tmp.write_text(markdown + "\n")
     curves = {}
     for (model, training, recipe), group in groups.items():
-        if recipe != "recipe" or training == "logit":
-            continue
+        if recipe != "recipe" or training == "logit" or any("accuracy_by_snr" not in r for r in group):
+            continue  # restored runs from a compact record carry no per-SNR accuracy
         by_snr = np.array([r["accuracy_by_snr"] for r in group], dtype=float).mean(axis=0)
         name = model if model not in STUDENTS else f"{model} ({LABEL[training]})"
         curves[name] = {
@@ -557,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
         train_one(json.loads(argv[1]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("train", "profile", "table", "all", "cost"))
+    parser.add_argument("command", choices=("train", "profile", "table", "all", "cost", "restore"))
     parser.add_argument("--work", default="amr_work", help="folder for the data, runs, checkpoints, latency")
     parser.add_argument("--out", default="benchmarks/results", help="folder for the tables and plot")
     parser.add_argument("--stem", default="amr_recipe", help="file name stem of the tables, JSON and plot")
@@ -580,11 +629,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cost-steps", type=int, default=5, help="cost: timed training steps per model")
     parser.add_argument("--cost-out", default=None, help="cost: write the projection to this JSON file")
+    parser.add_argument("--restore-from", default=None, help="restore: a table's <stem>_runs.json or <stem>.json")
     args = parser.parse_args(argv)
     for name in ("seeds", "clst_seeds", "max_epochs", "parallel", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     commands = {"train": (train,), "profile": (profile_models,), "table": (table,), "cost": (cost,)}
+    commands["restore"] = (restore,)
     commands["all"] = (train, profile_models, table)
     for command in commands[args.command]:
         code = command(args)

@@ -176,8 +176,10 @@ def clst_counts(
     conv_embedding: bool = True,
     conv_projection: bool = True,
     psca: bool = True,
+    stem: int = 0,
 ) -> tuple[int, int]:
-    """(parameters, MACs) of ClST. Per stage: a token embedding (a strided Conv1d with bias, padding k // 2, or
+    """(parameters, MACs) of ClST. An optional stem: a k7 Conv1d 2 → ``stem`` without bias at full length and
+    BatchNorm. Per stage: a token embedding (a strided Conv1d with bias, padding k // 2, or
     with ``conv_embedding=False`` a Conv1d whose kernel is its stride) and LayerNorm; ``depth`` pre-norm blocks
     of LayerNorm, attention with Q, K, V projections (depthwise k3 conv without bias → BatchNorm → pointwise conv
     with bias, K and V at ``kv_stride``; or pointwise convs at full length), a Linear output, LayerNorm and an MLP
@@ -185,6 +187,10 @@ def clst_counts(
     max-pooled vector, and a k7 conv 2 → 1 over time). Head: LayerNorm and Linear dims[-1] → classes."""
     params = macs = 0
     in_channels, steps = 2, length
+    if stem:
+        params += conv(2, stem, 7, bias=False) + batch_norm(stem)
+        macs += conv_macs(2, stem, 7, length)
+        in_channels = stem
     for dim, depth, kernel in zip(dims, depths, embed_kernels, strict=True):
         if conv_embedding:
             params += conv(in_channels, dim, kernel)

@@ -50,6 +50,12 @@ def test_plan_puts_the_teacher_first_and_logit_before_hybrid() -> None:
     assert amr_accuracy.run_id(**first[0]) == amr_accuracy.TEACHER_RUN
     assert [s["training"] for s in second] == ["logit"] * 4 + ["hybrid"] * 4
     assert len(first) == 2 + len(amr_accuracy.BASELINES) + 2 * len(amr_accuracy.STUDENTS)
+    both, _ = amr_accuracy.plan(["protocol", "recipe"], seeds=2, clst_seeds=2)
+    assert amr_accuracy.run_id(**both[0]) == amr_accuracy.TEACHER_RUN
+    assert [r["recipe"] for r in both[1 : 1 + len(amr_accuracy.ALL_MODELS)]] == ["protocol"] * len(
+        amr_accuracy.ALL_MODELS
+    )
+    assert len(both) == len(first) + len(amr_accuracy.ALL_MODELS)
 
 
 def test_skd_runs_start_only_after_the_teacher_ends(tmp_path: Path) -> None:
@@ -110,3 +116,34 @@ def test_cost_projects_every_run_from_the_step_times(tmp_path: Path, monkeypatch
     assert result["process_hours"] == pytest.approx(runs * 7.5 / 3600)
     assert result["wall_hours_at_least"] == pytest.approx(runs * 7.5 / 2 / 3600)
     assert ("kd_cnn", "skd") in kinds and ("clst", "skd") not in kinds and len(kinds) == len(set(kinds))
+
+
+def test_restore_writes_only_the_missing_runs_and_train_then_skips_them(tmp_path: Path) -> None:
+    """A compact record (the `<stem>.json` shape) restores into run folders: existing results are kept, the
+    restored ones name their source, a bad record names the file and the run, and `launch` skips restored runs."""
+    record = tmp_path / "amr_recipe.json"
+    runs = [
+        {"model": m, "training": "ce", "recipe": "recipe", "seed": 0, "accuracy": a, "epochs": 12}
+        | {"accuracy_snr_ge_10db": 0.8, "accuracy_snr_le_m10db": 0.2}
+        for m, a in (("resnet", 0.49), ("cldnn", 0.54))
+    ]
+    record.write_text(json.dumps({"per_key": 250, "runs": runs}))
+    work = tmp_path / "work"
+    kept = work / "runs" / "cldnn-ce-recipe-s0" / "result.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({"accuracy": 0.6}))
+    assert amr_accuracy.main(["restore", "--work", str(work), "--restore-from", str(record)]) == 0
+    restored = json.loads((work / "runs" / "resnet-ce-recipe-s0" / "result.json").read_text())
+    assert restored["accuracy"] == 0.49 and restored["per_key"] == 250
+    assert restored["restored_from"] == str(record)
+    assert json.loads(kept.read_text()) == {"accuracy": 0.6}
+    spec = {"run_dir": str(work / "runs" / "resnet-ce-recipe-s0")}
+    assert amr_accuracy.launch(spec) == ("resnet-ce-recipe-s0", 0, 0.0)
+
+    del runs[0]["epochs"]
+    record.write_text(json.dumps({"per_key": 250, "runs": runs}))
+    with pytest.raises(SystemExit, match=r"amr_recipe.json: runs\[0\] lacks \['epochs'\]"):
+        amr_accuracy.main(["restore", "--work", str(tmp_path / "other"), "--restore-from", str(record)])
+    record.write_text("[]")
+    with pytest.raises(SystemExit, match="expected a JSON object with 'per_key' and 'runs'"):
+        amr_accuracy.main(["restore", "--work", str(tmp_path / "other"), "--restore-from", str(record)])

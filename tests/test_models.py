@@ -110,6 +110,20 @@ def test_clst_without_conv_embedding_uses_non_overlapping_patches() -> None:
     assert create("clst", 11).stages[0].embed.proj.kernel_size == (7,)
 
 
+@pytest.mark.parametrize("stem", [0, 16, 32])
+def test_clst_stem_runs_at_full_length_and_feeds_the_first_embedding(stem: int) -> None:
+    model = create("clst", 11, stem=stem)
+    x = torch.randn(2, 2, 128)
+    expected = (2, stem or 2, 128)
+    assert model.stem(x).shape == expected
+    assert model.stages[0].embed.proj.in_channels == (stem or 2)
+    params, macs = clst_counts(11, 128, stem=stem)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert count_macs(model, x[:1]) == macs
+    with pytest.raises(ValueError, match="stem must be 0"):
+        create("clst", 11, stem=-1)
+
+
 def test_clst_refuses_frames_shorter_than_its_total_stride() -> None:
     with pytest.raises(ValueError, match="shorter than the stages' total stride 64"):
         create("clst", 11, length=32, embed_strides=(4, 4, 4))

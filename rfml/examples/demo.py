@@ -4,7 +4,7 @@
 
 1. writes a small synthetic RadioML 2016.10a-like file (11 classes × 20 SNRs × ``--per-key``, the real layout);
 2. trains ClST (``rfml.trainers.Classifier``) with the training recipe (``rfml.trainers.recipe.RECIPE``: unit-power
-   frames, AdamW with warm-up and cosine, batch augmentation, label smoothing, EMA, the best ``val/acc`` checkpoint);
+   frames, AdamW with warm-up and cosine, batch augmentation, label smoothing, the best ``val/acc`` checkpoint);
 3. distils KD-CNN and KD-MobileNet from it with SKD (the shipped SKD defaults), same recipe;
 4. trains the same two students with cross-entropy alone, same recipe and epochs;
 5. measures every model's ONNX Runtime batch-1 latency side by side (``ondevice.profile``, one thread) and prints
