@@ -101,7 +101,6 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # Second seeds: the run-to-run spread of the unchanged model and of the change that paid.
     runs["clst-seed1"] = {**clst, "seed": 1}
     runs["clst-stem32-seed1"] = {**runs["clst-stem32"], "seed": 1}
-    runs["clst-stem64"] = {**clst, "model_kwargs": {"stem": 64}}
     # The baselines under the same recipe: what ClST has to lead; initialised as Keras does and with PyTorch's
     # defaults (each model's default is the one it trained better with here).
     for model in ("resnet", "cldnn", "mcldnn", "lstm2", "vtcnn2"):

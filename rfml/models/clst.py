@@ -206,10 +206,10 @@ class ClST(nn.Module):
 
     At SNR ≥ 10 dB this ClST confuses QPSK and 8PSK (on the training split as much as on validation: it underfits
     the pair). Ablated for that at 100 frames per key, judged on the two classes' accuracy at SNR ≥ 10 dB: the first
-    stage at full length (strides 1/2/4 or 1/2/2), no PSCA, no phase rotation in the augmentation, and a
-    convolutional stem (``stem``) of 32 channels, two seeds for the stem and for these defaults. None separates the
-    pair reliably: the stem's two seeds got 123 and 101 of 200 such frames right, these defaults' 84 and 101,
-    KD-MobileNet's 136. So ``stem`` is off by default (0) and stays as a switch.
+    stage at full length (strides 1/2/4 or 1/2/2), no PSCA, no phase rotation in the augmentation, twice the
+    schedule (30 epochs), and a convolutional stem (``stem``) of 32 channels, two seeds for the stem and for these
+    defaults. None separates the pair reliably: the stem's two seeds got 123 and 101 of 200 such frames right,
+    these defaults' 84 and 101, KD-MobileNet's 136. So ``stem`` is off by default (0) and stays as a switch.
 
     Ablation switches: ``conv_embedding`` (False: non-overlapping linear patches), ``conv_projection`` (False:
     pointwise Q/K/V at full length), ``psca`` (False: no PSCA), ``stem`` (a channel count: Conv1d, kernel 7 →
