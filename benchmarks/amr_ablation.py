@@ -307,7 +307,8 @@ def table(args: argparse.Namespace) -> int:
     with atomic_path(out / f"{args.stem}.md") as tmp:
         tmp.write_text(
             f"Validation accuracy, synthetic RadioML 2016.10a-like, {args.per_key} per class and SNR, "
-            f"{args.max_epochs} epochs, one seed, one torch thread per run. MACs of one frame (L = 128). † an earlier "
+            f"{args.max_epochs} epochs unless the epochs column says otherwise, seed 0 unless the run is named seed1, "
+            "one torch thread per run. MACs of one frame (L = 128). † an earlier "
             "session's run on the same data and code path (its train seconds are another machine's; the VT-CNN2 "
             "ladder ran with PyTorch's initialisation, before `keras_init`).\n\n" + markdown
         )
