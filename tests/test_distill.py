@@ -193,9 +193,38 @@ def test_alpha_zero_total_is_exactly_cross_entropy() -> None:
     torch.testing.assert_close(hybrid_loss(s, t, y, 0.25, 3.0, [(2.0, torch.tensor(0.5))]), half["total"] + 1.0)
 
 
+def test_teacher_correct_distils_only_where_the_teacher_is_right() -> None:
+    g = torch.Generator().manual_seed(5)
+    s, y = torch.randn(6, 4, generator=g), torch.tensor([0, 1, 2, 3, 0, 1])
+    t = torch.randn(6, 4, generator=g)
+    t[:3] = F.one_hot(y[:3], 4) * 5.0  # the teacher is right on the first three, wrong on the rest
+    t[3:] = F.one_hot((y[3:] + 1) % 4, 4) * 5.0
+    terms = DistillationLoss(alpha=0.4, temperature=2.0, label_smoothing=0.1, distill_on="teacher_correct")(s, t, y)
+    ce = F.cross_entropy(s, y, label_smoothing=0.1, reduction="none")
+    kd = torch.stack([kd_loss(s[i : i + 1], t[i : i + 1], 2.0) for i in range(6)])
+    by_hand = torch.cat([0.6 * ce[:3] + 0.4 * kd[:3], ce[3:]]).mean()
+    torch.testing.assert_close(terms["total"], by_hand)
+    torch.testing.assert_close(terms["kd"], kd[:3].mean())
+    assert terms["distilled"].item() == 0.5
+    assert "_per_example" not in terms
+    # A teacher right everywhere gives the plain hybrid; wrong everywhere gives (smoothed) CE alone.
+    all_right = F.one_hot(y, 4) * 5.0
+    plain = DistillationLoss(alpha=0.4, temperature=2.0)(s, all_right, y)["total"]
+    gated = DistillationLoss(alpha=0.4, temperature=2.0, distill_on="teacher_correct")(s, all_right, y)["total"]
+    torch.testing.assert_close(gated, plain)
+    all_wrong = F.one_hot((y + 1) % 4, 4) * 5.0
+    wrong = DistillationLoss(alpha=0.4, temperature=2.0, label_smoothing=0.1, distill_on="teacher_correct")(
+        s, all_wrong, y
+    )
+    assert wrong["distilled"].item() == 0.0
+    assert wrong["kd"].item() == 0.0
+    torch.testing.assert_close(wrong["total"], ce.mean())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
+        ({"distill_on": "teacher_wrong"}, "distill_on"),
         ({"alpha": 1.5}, "alpha"),
         ({"alpha": -0.1}, "alpha"),
         ({"temperature": 0.0}, "temperature"),

@@ -18,11 +18,13 @@ from ondevice.distill.hints import (
     hint_loss,
     make_adapter,
 )
-from ondevice.distill.losses import DistillationLoss, classification_ce, hybrid_loss, kd_loss
+from ondevice.distill.losses import DISTILL_ON, DistillationLoss, DistillOn, classification_ce, hybrid_loss, kd_loss
 from ondevice.distill.module import DistillationModule, row_digests, split_batch
 
 __all__ = [
+    "DISTILL_ON",
     "LAYOUTS",
+    "DistillOn",
     "DistillationLoss",
     "DistillationModule",
     "FeatureHint",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
-from ondevice.distill import DistillationLoss, DistillationModule, FeatureHint
+from ondevice.distill import DistillationLoss, DistillationModule, DistillOn, FeatureHint
 from rfml.models import create
 from rfml.trainers.augment import SignalAugment
 from rfml.trainers.classifier import AMREvaluation, default_optimizer
@@ -25,6 +25,7 @@ def skd_loss(
     temperature: float,
     beta: float,
     label_smoothing: float = 0.0,
+    distill_on: DistillOn = "all",
 ) -> DistillationLoss:
     """The SKD objective for an ablation ``mode``.
 
@@ -32,17 +33,21 @@ def skd_loss(
     - ``logit``: (1−α)·CE + α·T²·KL(teacher/T ‖ student/T);
     - ``hybrid``: ``logit`` + β·MSE between the student's last feature map (1×1 adapter, resampled in time) and the
       teacher's last stage, the layers each model names in ``hint_layer``.
+
+    ``distill_on="teacher_correct"`` applies the KD term only to the frames the teacher classifies right
+    (:class:`ondevice.distill.DistillationLoss`).
     """
     if mode == "ce":
         return DistillationLoss(alpha=0.0, temperature=temperature, label_smoothing=label_smoothing)
+    common = {"temperature": temperature, "label_smoothing": label_smoothing, "distill_on": distill_on}
     if mode == "logit":
-        return DistillationLoss(alpha=alpha, temperature=temperature, label_smoothing=label_smoothing)
+        return DistillationLoss(alpha=alpha, **common)
     if mode == "hybrid":
         missing = [type(m).__name__ for m in (student, teacher) if not getattr(m, "hint_layer", None)]
         if missing:
             raise ValueError(f"SKD hybrid mode: {missing} name no hint_layer for the feature hint")
         hint = FeatureHint(student=student.hint_layer, teacher=teacher.hint_layer, weight=beta)
-        return DistillationLoss(alpha=alpha, temperature=temperature, hints=[hint], label_smoothing=label_smoothing)
+        return DistillationLoss(alpha=alpha, hints=[hint], **common)
     raise ValueError(f"SKD mode must be 'ce', 'logit' or 'hybrid', got {mode!r}")
 
 
@@ -64,6 +69,8 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
             the teacher sees the same augmented batch as the student, and ``compile`` compiles the student.
         cache_teacher_logits: run the teacher once per distinct example (``logit`` mode, deterministic data, so
             not with ``augment``).
+        distill_on: ``all`` (every frame) or ``teacher_correct`` (the KD term only on the frames the teacher
+            classifies right; the rest learn from the labels alone).
 
     Checkpoints hold the student alone; ``rfml.trainers.Classifier(model=student)`` loads them through
     ``ondevice.distill.student_state_dict``.
@@ -95,6 +102,7 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
         compile: bool = False,
         report_dir: str | None = None,
         cache_teacher_logits: bool = False,
+        distill_on: DistillOn = "all",
     ) -> None:
         if teacher_checkpoint is None and mode != "ce":
             raise ValueError(
@@ -113,7 +121,7 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
         super().__init__(
             student=student_net,
             teacher=teacher_net,
-            loss=skd_loss(mode, student_net, teacher_net, alpha, temperature, beta, label_smoothing),
+            loss=skd_loss(mode, student_net, teacher_net, alpha, temperature, beta, label_smoothing, distill_on),
             teacher_checkpoint=teacher_checkpoint,
             # The AMR protocol's Adam, lr 1e-3, unless the config says otherwise (not DistillationModule's AdamW).
             optimizer=optimizer or default_optimizer,
