@@ -93,6 +93,11 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "strides1-2-2": {"embed_strides": (1, 2, 2)},
         "psca_off": {"psca": False},
         "stem32": {"stem": 32},
+        # What the students have at their first layers and ClST lacks: BatchNorm → ReLU token embeddings instead of
+        # LayerNorm ones, those with max-pooling in place of the strided conv, and a two-layer stem.
+        "embed_bn": {"embed_norm": "batch"},
+        "embed_bn_pool": {"embed_norm": "batch", "embed_pool": True},
+        "stem32x2": {"stem": 32, "stem_layers": 2},
     }.items():
         runs[f"clst-{name}"] = {**clst, "model_kwargs": kwargs}
     no_phase = {**(recipe["augment"] or {}), "phase": False}
@@ -101,6 +106,8 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     # Second seeds: the run-to-run spread of the unchanged model and of the change that paid.
     runs["clst-seed1"] = {**clst, "seed": 1}
     runs["clst-stem32-seed1"] = {**runs["clst-stem32"], "seed": 1}
+    for name in ("embed_bn", "embed_bn_pool", "stem32x2"):
+        runs[f"clst-{name}-seed1"] = {**runs[f"clst-{name}"], "seed": 1}
     # The baselines under the same recipe: what ClST has to lead; initialised as Keras does and with PyTorch's
     # defaults (each model's default is the one it trained better with here).
     for model in ("resnet", "cldnn", "mcldnn", "lstm2", "vtcnn2"):
@@ -111,6 +118,18 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     lstm2 = runs["lstm2-recipe-keras_init"]
     runs["lstm2-recipe-lr1e-3"] = {**lstm2, "optimizer": {**recipe["optimizer"], "lr": 1e-3}}
     runs["lstm2-recipe-no_phase_aug"] = {**lstm2, "augment": no_phase}
+    # The recipe's other pieces, one at a time off: weight decay, label smoothing, the augmentation (all of it, or
+    # all but the phase rotation); and the protocol on unit-power frames, the reference at this size.
+    runs["lstm2-recipe-wd0"] = {**lstm2, "optimizer": {**recipe["optimizer"], "weight_decay": 0.0}}
+    runs["lstm2-recipe-smooth0"] = {**lstm2, "label_smoothing": 0.0}
+    runs["lstm2-recipe-no_augment"] = {**lstm2, "augment": None}
+    runs["lstm2-recipe-phase_only"] = {
+        **lstm2,
+        "augment": {**(recipe["augment"] or {}), "conjugate": False, "reverse": False, "shift": False},
+    }
+    runs["lstm2-protocol-rms"] = {**PROTOCOL, "model": "lstm2", "norm": "rms"}
+    # The published amplitude (unit L2 norm over the frame: about 0.09 a sample) against unit RMS (about 1).
+    runs["lstm2-recipe-amp_rms"] = {**lstm2, "model_kwargs": {**lstm2["model_kwargs"], "amplitude_norm": "rms"}}
     # The students alone at twice the epochs: the twins of the long-schedule SKD runs.
     for student in ("kd_cnn", "kd_mobilenet"):
         runs[f"{student}-ce-{LONG}ep"] = {**recipe, "model": student, "max_epochs": LONG}
@@ -132,6 +151,14 @@ def skd_variants(recipe: dict[str, Any], teacher: str) -> dict[str, dict[str, An
                 }
         runs[f"{student}-hybrid-a0.9-T4-{teacher}"] = {**base, "mode": "hybrid", "alpha": 0.9, "temperature": 4.0}
         runs[f"{student}-hybrid-a0.5-T4-{teacher}"] = {**base, "mode": "hybrid", "alpha": 0.5, "temperature": 4.0}
+        # KD only on the frames the teacher gets right: its high-SNR QPSK/8PSK errors are not taught.
+        runs[f"{student}-logit-a0.5-T4-teacher_correct-{teacher}"] = {
+            **base,
+            "mode": "logit",
+            "alpha": 0.5,
+            "temperature": 4.0,
+            "distill_on": "teacher_correct",
+        }
         # A patient student (Beyer et al. 2022: consistent teaching pays over long schedules), against its twin.
         long = {**base, "mode": "logit", "alpha": 0.5, "temperature": 4.0, "max_epochs": LONG}
         runs[f"{student}-logit-a0.5-T4-{LONG}ep-{teacher}"] = long
@@ -178,6 +205,7 @@ def train_one(spec: dict[str, Any]) -> None:
             temperature=spec["temperature"],
             beta=spec.get("beta", 0.1),
             teacher_kwargs=spec.get("teacher_kwargs"),
+            distill_on=spec.get("distill_on", "all"),
             **recipe,
         )
     else:

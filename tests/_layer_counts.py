@@ -177,10 +177,15 @@ def clst_counts(
     conv_projection: bool = True,
     psca: bool = True,
     stem: int = 0,
+    stem_layers: int = 1,
+    embed_norm: str = "layer",
+    embed_pool: bool = False,
 ) -> tuple[int, int]:
     """(parameters, MACs) of ClST. An optional stem: a k7 Conv1d 2 → ``stem`` without bias at full length and
-    BatchNorm. Per stage: a token embedding (a strided Conv1d with bias, padding k // 2, or
-    with ``conv_embedding=False`` a Conv1d whose kernel is its stride) and LayerNorm; ``depth`` pre-norm blocks
+    BatchNorm, then ``stem_layers - 1`` k5 Conv1d ``stem`` → ``stem`` without bias and BatchNorm. Per stage: a
+    token embedding (a strided Conv1d with bias, padding k // 2, or with ``conv_embedding=False`` a Conv1d whose
+    kernel is its stride) and LayerNorm; with ``embed_norm="batch"`` the Conv1d has no bias and BatchNorm replaces
+    LayerNorm; with ``embed_pool`` the Conv1d runs at stride 1 (a max-pool shortens it after); ``depth`` pre-norm blocks
     of LayerNorm, attention with Q, K, V projections (depthwise k3 conv without bias → BatchNorm → pointwise conv
     with bias, K and V at ``kv_stride``; or pointwise convs at full length), a Linear output, LayerNorm and an MLP
     dim → 4·dim → dim; PSCA (a pointwise bottleneck dim → max(dim / 4, 4) → dim applied to the average- and the
@@ -190,17 +195,22 @@ def clst_counts(
     if stem:
         params += conv(2, stem, 7, bias=False) + batch_norm(stem)
         macs += conv_macs(2, stem, 7, length)
+        for _ in range(stem_layers - 1):
+            params += conv(stem, stem, 5, bias=False) + batch_norm(stem)
+            macs += conv_macs(stem, stem, 5, length)
         in_channels = stem
+    bias = embed_norm == "layer"
     for dim, depth, kernel in zip(dims, depths, embed_kernels, strict=True):
         if conv_embedding:
-            params += conv(in_channels, dim, kernel)
-            steps = conv_out_length(steps, kernel, embed_stride, kernel // 2)
-            macs += conv_macs(in_channels, dim, kernel, steps)
+            params += conv(in_channels, dim, kernel, bias=bias)
+            conv_steps = conv_out_length(steps, kernel, 1 if embed_pool else embed_stride, kernel // 2)
+            macs += conv_macs(in_channels, dim, kernel, conv_steps)
+            steps = conv_steps // embed_stride if embed_pool else conv_steps
         else:
-            params += conv(in_channels, dim, embed_stride)
+            params += conv(in_channels, dim, embed_stride, bias=bias)
             steps = conv_out_length(steps, embed_stride, embed_stride)
             macs += conv_macs(in_channels, dim, embed_stride, steps)
-        params += layer_norm(dim)
+        params += layer_norm(dim) if embed_norm == "layer" else batch_norm(dim)
         hidden = int(dim * mlp_ratio)
         for _ in range(depth):
             if conv_projection:

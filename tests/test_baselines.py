@@ -121,6 +121,15 @@ def test_amplitude_phase_values():
     torch.testing.assert_close(ap[0, :, 0], expected_amp)
     torch.testing.assert_close(ap[0, :, 1], torch.tensor([0.25, 1.0, -0.5]))
     assert torch.linalg.vector_norm(ap[0, :, 0]).item() == pytest.approx(1.0)
+    # Unit RMS: the same amplitudes times √L (L = 3), the phases unchanged.
+    rms = amplitude_phase(x, amplitude_norm="rms")
+    torch.testing.assert_close(rms[0, :, 0], expected_amp * math.sqrt(3))
+    assert rms[0, :, 0].pow(2).mean().item() == pytest.approx(1.0)
+    torch.testing.assert_close(rms[0, :, 1], ap[0, :, 1])
+    with pytest.raises(ValueError, match="amplitude_norm must be one of"):
+        amplitude_phase(x, amplitude_norm="max")
+    with pytest.raises(ValueError, match="LSTM2: amplitude_norm"):
+        create("lstm2", 11, amplitude_norm="peak")
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -124,6 +124,38 @@ def test_clst_stem_runs_at_full_length_and_feeds_the_first_embedding(stem: int) 
         create("clst", 11, stem=-1)
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"embed_norm": "batch"},
+        {"embed_norm": "batch", "embed_pool": True},
+        {"embed_pool": True},
+        {"stem": 32, "stem_layers": 2},
+        {"stem": 16, "stem_layers": 3, "embed_norm": "batch"},
+    ],
+)
+def test_clst_embedding_and_stem_switches_match_their_counts(kwargs: dict) -> None:
+    model = create("clst", 11, **kwargs)
+    x = torch.randn(1, 2, 128)
+    params, macs = clst_counts(11, 128, **kwargs)
+    assert sum(p.numel() for p in model.parameters()) == params
+    assert count_macs(model, x) == macs
+    embed = model.stages[0].embed
+    # BatchNorm embeddings drop the conv's bias (BatchNorm's shift replaces it); pooling moves the stride to the pool.
+    assert (embed.proj.bias is None) == (kwargs.get("embed_norm") == "batch")
+    assert embed.proj.stride == ((1,) if kwargs.get("embed_pool") else (2,))
+    assert embed(model.stem(x)).shape == (1, 32, 64)
+    if kwargs.get("embed_norm") == "batch":
+        assert (embed(model.stem(x)) >= 0).all()  # ReLU after BatchNorm
+
+
+def test_clst_refuses_unknown_embedding_norm_and_empty_stem() -> None:
+    with pytest.raises(ValueError, match="embed_norm must be one of"):
+        create("clst", 11, embed_norm="group")
+    with pytest.raises(ValueError, match="stem_layers must be >= 1"):
+        create("clst", 11, stem=32, stem_layers=0)
+
+
 def test_clst_refuses_frames_shorter_than_its_total_stride() -> None:
     with pytest.raises(ValueError, match="shorter than the stages' total stride 64"):
         create("clst", 11, length=32, embed_strides=(4, 4, 4))

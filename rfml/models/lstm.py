@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -10,15 +11,24 @@ from torch import nn
 from rfml.models.layers import Init, initialise
 from rfml.models.registry import register
 
+AmplitudeNorm = Literal["l2", "rms"]
+AMPLITUDE_NORMS: tuple[str, ...] = get_args(AmplitudeNorm)
 
-def amplitude_phase(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``[B, 2, L]`` I/Q → ``[B, L, 2]`` of (amplitude with unit L2 norm over the frame, phase / π in [-1, 1]).
 
-    The amplitude's normalisation makes the result independent of the frame's scale.
+def amplitude_phase(x: torch.Tensor, eps: float = 1e-12, amplitude_norm: AmplitudeNorm = "l2") -> torch.Tensor:
+    """``[B, 2, L]`` I/Q → ``[B, L, 2]`` of (amplitude normalised over the frame, phase / π in [-1, 1]).
+
+    ``amplitude_norm="l2"`` (published) gives the amplitude unit L2 norm over the frame, so each sample is about
+    1/√L (0.09 at L = 128); ``"rms"`` gives it unit RMS, so each sample is about 1, the phase channel's scale.
+    Either makes the result independent of the frame's scale.
     """
+    if amplitude_norm not in AMPLITUDE_NORMS:
+        raise ValueError(f"amplitude_norm must be one of {AMPLITUDE_NORMS}, got {amplitude_norm!r}")
     i, q = x[:, 0], x[:, 1]
     amplitude = torch.sqrt(i * i + q * q)
     amplitude = amplitude / torch.linalg.vector_norm(amplitude, dim=-1, keepdim=True).clamp_min(eps)
+    if amplitude_norm == "rms":
+        amplitude = amplitude * math.sqrt(amplitude.shape[-1])
     phase = torch.atan2(q, i) / math.pi
     return torch.stack([amplitude, phase], dim=-1)
 
@@ -56,9 +66,13 @@ class LSTM2(nn.Module):
         hidden: int = 128,
         dropout: float = 0.0,
         init: Init = "keras",
+        amplitude_norm: AmplitudeNorm = "l2",
     ) -> None:
         super().__init__()
+        if amplitude_norm not in AMPLITUDE_NORMS:
+            raise ValueError(f"LSTM2: amplitude_norm must be one of {AMPLITUDE_NORMS}, got {amplitude_norm!r}")
         self.length = length
+        self.amplitude_norm = amplitude_norm
         self.lstm1 = nn.LSTM(2, hidden, batch_first=True)
         self.lstm2 = nn.LSTM(hidden, hidden, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -67,6 +81,6 @@ class LSTM2(nn.Module):
         initialise(self, init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm1(amplitude_phase(x))
+        out, _ = self.lstm1(amplitude_phase(x, amplitude_norm=self.amplitude_norm))
         out, _ = self.lstm2(self.dropout(out))
         return self.head(self.dropout(self.features(out[:, -1])))
