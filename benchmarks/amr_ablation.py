@@ -118,16 +118,10 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     lstm2 = runs["lstm2-recipe-keras_init"]
     runs["lstm2-recipe-lr1e-3"] = {**lstm2, "optimizer": {**recipe["optimizer"], "lr": 1e-3}}
     runs["lstm2-recipe-no_phase_aug"] = {**lstm2, "augment": no_phase}
-    # The recipe's other pieces, one at a time off: weight decay, label smoothing, the augmentation (all of it, or
-    # all but the phase rotation); and the protocol on unit-power frames, the reference at this size.
+    # The recipe's other pieces, one at a time off: weight decay, label smoothing, the augmentation.
     runs["lstm2-recipe-wd0"] = {**lstm2, "optimizer": {**recipe["optimizer"], "weight_decay": 0.0}}
     runs["lstm2-recipe-smooth0"] = {**lstm2, "label_smoothing": 0.0}
     runs["lstm2-recipe-no_augment"] = {**lstm2, "augment": None}
-    runs["lstm2-recipe-phase_only"] = {
-        **lstm2,
-        "augment": {**(recipe["augment"] or {}), "conjugate": False, "reverse": False, "shift": False},
-    }
-    runs["lstm2-protocol-rms"] = {**PROTOCOL, "model": "lstm2", "norm": "rms"}
     # The published amplitude (unit L2 norm over the frame: about 0.09 a sample) against unit RMS (about 1).
     runs["lstm2-recipe-amp_rms"] = {**lstm2, "model_kwargs": {**lstm2["model_kwargs"], "amplitude_norm": "rms"}}
     # The students alone at twice the epochs: the twins of the long-schedule SKD runs.

@@ -159,12 +159,13 @@ class DistillationLoss(nn.Module):
         :attr:`FeatureHint.key` to the adapter; all three are needed only when there are hints.
         """
         if self.distill_on == "teacher_correct":
-            terms = self._teacher_correct_terms(student_logits, teacher_logits.detach(), target)
+            terms, loss = self._teacher_correct_terms(student_logits, teacher_logits.detach(), target)
         else:
             terms = {
                 "ce": classification_ce(student_logits, target, self.label_smoothing),
                 "kd": kd_loss(student_logits, teacher_logits.detach(), self.temperature),
             }
+            loss = _combine(terms["ce"], terms["kd"], self.alpha, ())
         hint_terms = []
         for hint in self.hints:
             for what, given, key in (
@@ -177,25 +178,18 @@ class DistillationLoss(nn.Module):
             value = hint_loss(hint, adapters[hint.key], student_features[hint.student], teacher_features[hint.teacher])
             terms[f"hint/{hint.name}"] = value
             hint_terms.append((hint.weight, value))
-        if self.distill_on == "teacher_correct":
-            terms["total"] = _with_hints(terms.pop("_per_example"), hint_terms)
-        else:
-            terms["total"] = _combine(terms["ce"], terms["kd"], self.alpha, hint_terms)
+        terms["total"] = _with_hints(loss, hint_terms)
         return terms
 
     def _teacher_correct_terms(
         self, student_logits: Tensor, teacher_logits: Tensor, target: Tensor
-    ) -> dict[str, Tensor]:
-        """The CE and KD terms with KD only where the teacher's top class is the label (``distill_on``), and the
-        batch mean of their per-example mix under ``_per_example``."""
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """The reported terms with KD only where the teacher's top class is the label (``distill_on``), and the
+        batch mean of each example's mix of CE and KD (the loss before hints)."""
         ce = classification_ce(student_logits, target, self.label_smoothing, reduction="none")
         kd = kd_loss(student_logits, teacher_logits, self.temperature, reduction="none")
         right = (flat_logits(teacher_logits, "teacher logits").argmax(-1) == target.reshape(-1)).to(ce.dtype)
         weight = self.alpha * right
         count = right.sum()
-        return {
-            "ce": ce.mean(),
-            "kd": (kd * right).sum() / count.clamp(min=1),
-            "distilled": count / right.numel(),
-            "_per_example": ((1 - weight) * ce + weight * kd).mean(),
-        }
+        terms = {"ce": ce.mean(), "kd": (kd * right).sum() / count.clamp(min=1), "distilled": count / right.numel()}
+        return terms, ((1 - weight) * ce + weight * kd).mean()

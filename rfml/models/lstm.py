@@ -15,6 +15,11 @@ AmplitudeNorm = Literal["l2", "rms"]
 AMPLITUDE_NORMS: tuple[str, ...] = get_args(AmplitudeNorm)
 
 
+def _check_amplitude_norm(value: str, owner: str) -> None:
+    if value not in AMPLITUDE_NORMS:
+        raise ValueError(f"{owner}: amplitude_norm must be one of {AMPLITUDE_NORMS}, got {value!r}")
+
+
 def amplitude_phase(x: torch.Tensor, eps: float = 1e-12, amplitude_norm: AmplitudeNorm = "l2") -> torch.Tensor:
     """``[B, 2, L]`` I/Q → ``[B, L, 2]`` of (amplitude normalised over the frame, phase / π in [-1, 1]).
 
@@ -22,8 +27,7 @@ def amplitude_phase(x: torch.Tensor, eps: float = 1e-12, amplitude_norm: Amplitu
     1/√L (0.09 at L = 128); ``"rms"`` gives it unit RMS, so each sample is about 1, the phase channel's scale.
     Either makes the result independent of the frame's scale.
     """
-    if amplitude_norm not in AMPLITUDE_NORMS:
-        raise ValueError(f"amplitude_norm must be one of {AMPLITUDE_NORMS}, got {amplitude_norm!r}")
+    _check_amplitude_norm(amplitude_norm, "amplitude_phase")
     i, q = x[:, 0], x[:, 1]
     amplitude = torch.sqrt(i * i + q * q)
     amplitude = amplitude / torch.linalg.vector_norm(amplitude, dim=-1, keepdim=True).clamp_min(eps)
@@ -69,8 +73,7 @@ class LSTM2(nn.Module):
         amplitude_norm: AmplitudeNorm = "l2",
     ) -> None:
         super().__init__()
-        if amplitude_norm not in AMPLITUDE_NORMS:
-            raise ValueError(f"LSTM2: amplitude_norm must be one of {AMPLITUDE_NORMS}, got {amplitude_norm!r}")
+        _check_amplitude_norm(amplitude_norm, "LSTM2")
         self.length = length
         self.amplitude_norm = amplitude_norm
         self.lstm1 = nn.LSTM(2, hidden, batch_first=True)
