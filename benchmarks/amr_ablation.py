@@ -50,12 +50,17 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
 ]
 # The recipe the ClST and SKD variants build on: the ladder without its last step (EMA, which does not pay).
 RECIPE_STEP = "+select_val_acc"
+# The ClST every ablation run was measured with: ClST's defaults before the two-layer stem became one (issue 18).
+# Pinned so that the recorded ablation reproduces; ``clst-stem32x2`` is the current default.
+ABLATED_CLST: dict[str, Any] = {"stem": 0, "stem_layers": 1}
 LONG = 30  # epochs of the long-schedule student runs (the ablation's default schedule is 15)
 
 
 def ladder(model: str, upto: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The recipe ladder's runs for ``model``: name and full settings of each step."""
     settings = {**PROTOCOL, "model": model}
+    if model == "clst":
+        settings["model_kwargs"] = dict(ABLATED_CLST)
     runs = []
     for step, change in LADDER[: upto or len(LADDER)]:
         settings = {**settings, **change}
@@ -67,6 +72,7 @@ def base_recipe() -> dict[str, Any]:
     """The settings of the ladder's :data:`RECIPE_STEP`, less the model."""
     settings = dict(next(s for name, s in ladder("clst") if name == f"clst-{RECIPE_STEP}"))
     del settings["model"]
+    settings["model_kwargs"] = {}
     return settings
 
 
@@ -75,7 +81,7 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
     runs: dict[str, dict[str, Any]] = {}
     for model in ("clst", "kd_cnn", "kd_mobilenet", "vtcnn2"):
         runs.update(ladder(model))
-    clst = {**recipe, "model": "clst"}
+    clst = {**recipe, "model": "clst", "model_kwargs": dict(ABLATED_CLST)}
     for name, kwargs in {
         "drop_path0.1": {"drop_path": 0.1},
         "dropout0": {"dropout": 0.0},
@@ -99,7 +105,7 @@ def variants(recipe: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "embed_bn_pool": {"embed_norm": "batch", "embed_pool": True},
         "stem32x2": {"stem": 32, "stem_layers": 2},
     }.items():
-        runs[f"clst-{name}"] = {**clst, "model_kwargs": kwargs}
+        runs[f"clst-{name}"] = {**clst, "model_kwargs": {**ABLATED_CLST, **kwargs}}
     no_phase = {**(recipe["augment"] or {}), "phase": False}
     runs["clst-no_phase_aug"] = {**clst, "augment": no_phase}
     runs[f"clst-{LONG}ep"] = {**clst, "max_epochs": LONG}

@@ -176,8 +176,8 @@ def clst_counts(
     conv_embedding: bool = True,
     conv_projection: bool = True,
     psca: bool = True,
-    stem: int = 0,
-    stem_layers: int = 1,
+    stem: int = 32,
+    stem_layers: int = 2,
     embed_norm: str = "layer",
     embed_pool: bool = False,
 ) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from ondevice.distill import kd_loss, student_state_dict
 from rfml.data.module import shard_rows
 from rfml.models import create
 from rfml.trainers import SKD, Classifier
+from rfml.trainers.checkpoints import model_from_checkpoint, saved_model_kwargs
 from rfml.trainers.evaluation import SNRConfusion, summarize_confusion, write_amr_report
 from rfml.trainers.skd import skd_loss
 
@@ -195,6 +196,27 @@ def test_skd_distils_from_a_classifier_checkpoint_and_saves_the_student_alone(tm
     summary = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert summary["model"] == "kd_cnn (SKD hybrid)"
     assert summary["examples"] == 64
+
+
+def test_clst_checkpoints_from_before_the_default_stem_rebuild_without_it(tmp_path: Path) -> None:
+    # A ClST Classifier saved when ClST had no stem (stem=0 was the default; its hparams name no stem).
+    old = create("clst", 4, stem=0)
+    hparams = {"model": "clst", "num_classes": 4, "length": 128, "model_kwargs": None}
+    state = {f"model.{k}": v for k, v in old.state_dict().items()}
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": hparams}, ckpt)
+    net, length = model_from_checkpoint(ckpt)
+    assert length == 128 and isinstance(net.stem, torch.nn.Identity)
+    for name, value in old.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[name], value)
+    skd = SKD("kd_cnn", teacher_checkpoint=str(ckpt), num_classes=4, mode="logit")
+    assert isinstance(skd.teacher.stem, torch.nn.Identity)
+    # A checkpoint with the stem, and kwargs that name the stem, are left as they are.
+    assert saved_model_kwargs("clst", None, ["model.stem.0.weight"]) == {}
+    assert saved_model_kwargs("clst", {"stem": 16}, ["model.head.0.weight"]) == {"stem": 16}
+    assert saved_model_kwargs("kd_cnn", None, ["model.features.0.weight"]) == {}
+    new = Classifier("clst", num_classes=4)
+    assert isinstance(new.net.stem, torch.nn.Sequential) and len(new.net.stem) == 6  # two conv → BN → ReLU
 
 
 def test_skd_and_classifier_default_to_the_protocols_adam() -> None:

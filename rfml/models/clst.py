@@ -214,12 +214,14 @@ class ClST(nn.Module):
     Three stages by default. Each begins with a convolutional token embedding (stride 2: the sequence halves and
     the channels widen), stacks CTP blocks (depthwise-separable Conv1d Q/K/V projections, kernel 3, K and V at
     stride 2, multi-head attention, MLP ratio 4, pre-norm, residuals), and ends with PSCA. There is no positional
-    embedding: the convolutions carry position. Head: global average pool → LayerNorm → Linear.
+    embedding: the convolutions carry position. Before the first stage, a two-layer convolutional stem at full length
+    (32 channels: Conv1d kernel 7, then kernel 5, each → BatchNorm → ReLU). Head: global average pool → LayerNorm →
+    Linear.
 
     Published: the three ideas (convolutional stage hierarchy, PSCA, CTP). Reconstructed: every number here
     (widths 32/64/96, depths 1/2/2, heads 1/2/4, embedding kernels 7/3/3) and the PSCA formulas; the size was
-    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 375,944 parameters and 7.75 M MACs
-    (L = 128) for 11 classes; the parameter count does not depend on L (no layer depends on the length).
+    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 388,360 parameters and 8.90 M MACs
+    (L = 128) for 11 classes (375,944 and 7.75 M without the stem, ``stem=0``); the parameter count does not depend on L (no layer depends on the length).
 
     Regularisation: ``dropout`` before the classifier, ``drop_path`` (stochastic depth of the CTP blocks' residual
     branches, rising linearly to this rate at the last block). Off by default: under the training recipe, at 80
@@ -228,7 +230,8 @@ class ClST(nn.Module):
     AMR range (≤ 0.5 M parameters) and KD-MobileNet's MAC ratio (≥ 5×): heads 2/4/4 gave 55.7 %, embedding kernels
     7/5/5 55.8 %, depths 1/2/3 55.7 %, widths 48/64/96 55.7 %, K/V at stride 1 55.7 %, against 54.8 % for these
     defaults (55.2 % in an identical earlier run). Every change is inside one standard error (0.85 points) and
-    inside the spread of two identical runs, so the defaults stay.
+    inside the spread of two identical runs, so the defaults stayed. (These and the next paragraph's ablations ran
+    without the stem, the default then.)
 
     At SNR ≥ 10 dB this ClST confuses QPSK and 8PSK (on the training split as much as on validation: it underfits
     the pair). Ablated for that at 100 frames per key, judged on the two classes' accuracy at SNR ≥ 10 dB: the first
@@ -237,17 +240,15 @@ class ClST(nn.Module):
     defaults. None separates the pair reliably: the stem's two seeds got 123 and 101 of 200 such frames right,
     these defaults' 84 and 101, KD-MobileNet's 136. A later session tried the students' first layers, two seeds
     each: BatchNorm → ReLU embeddings (``embed_norm="batch"``) 107 and 100; those with max-pooling
-    (``embed_pool``) 117 and 112; a two-layer stem of 32 channels (``stem=32, stem_layers=2``; 388,360
-    parameters, 8.90 M MACs) 153 and 122, with 57.3 % and 56.7 % overall against these defaults' 55.4 % and
-    56.6 %. The two-layer stem is the one change that moves the pair, still short of KD-CNN's 164. At 250 frames
-    per key (one seed, validation) it gave 60.3 % overall against these defaults' 57.3 %, and 441 of 500 pair frames
-    against 247. It stays a switch until the benchmark at 250 frames per key has measured it with ClST's second seed
-    and the SKD runs.
+    (``embed_pool``) 117 and 112; a two-layer stem of 32 channels (``stem=32, stem_layers=2``) 153 and 122, with
+    57.3 % and 56.7 % overall against the stem-free model's 55.4 % and 56.6 %: the one change that moved the pair.
+    At 250 frames per key (one seed, validation) it gave 60.3 % overall against 57.3 %, and 441 of 500 pair frames
+    against 247, so it became the default (``benchmarks/RESULTS.md``, issue 18).
 
     Ablation switches: ``conv_embedding`` (False: non-overlapping linear patches), ``conv_projection`` (False:
     pointwise Q/K/V at full length), ``psca`` (False: no PSCA), ``stem`` (a channel count: Conv1d, kernel 7 →
     BatchNorm → ReLU at full length before the first embedding, as in Xiao et al. 2021, "Early Convolutions Help
-    Transformers See Better"; 0: none), ``stem_layers`` (the stem's depth: further Conv1d, kernel 5 → BatchNorm →
+    Transformers See Better"; 0: none, as before issue 18, which checkpoints saved then need), ``stem_layers`` (the stem's depth: further Conv1d, kernel 5 → BatchNorm →
     ReLU layers at full length), ``embed_norm`` (``"batch"``: each token embedding's Conv1d drops its bias and is
     followed by BatchNorm → ReLU, the students' layers, instead of LayerNorm), ``embed_pool`` (each embedding's
     Conv1d at stride 1, then a max-pool of its stride).
@@ -271,8 +272,8 @@ class ClST(nn.Module):
         psca: bool = True,
         dropout: float = 0.1,
         drop_path: float = 0.0,
-        stem: int = 0,
-        stem_layers: int = 1,
+        stem: int = 32,
+        stem_layers: int = 2,
         embed_norm: EmbedNorm = "layer",
         embed_pool: bool = False,
     ) -> None:

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ondevice.distill import load_weights
 from rfml.models import create
+
+
+def saved_model_kwargs(name: str, kwargs: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, Any]:
+    """``kwargs`` for ``create(name, ...)`` that rebuild the network whose weights are named ``keys``, for weights
+    saved before a default changed. ClST's two-layer stem became its default in issue 18: ClST weights without
+    ``stem.*`` keys were saved with ``stem=0`` (the default then), so that is added unless ``kwargs`` set it."""
+    out = dict(kwargs or {})
+    if name == "clst" and "stem" not in out and not any(k.startswith("stem.") or ".stem." in k for k in keys):
+        out["stem"] = 0
+    return out
+
+
+def checkpoint_keys(path: str | Path) -> list[str]:
+    """The tensor names in a state_dict file or a Lightning checkpoint (read with ``weights_only=True``)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else {}
+    return [str(key) for key in state] if isinstance(state, Mapping) else []
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, int]:
@@ -32,6 +51,8 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, int]:
         if "model" in hparams
         else (hparams["student"], hparams.get("student_kwargs"))
     )
-    net = create(name, int(hparams["num_classes"]), int(hparams["length"]), **(kwargs or {}))
+    state = checkpoint.get("state_dict", {})
+    kwargs = saved_model_kwargs(name, kwargs, (k for k in state if not k.startswith("teacher.")))
+    net = create(name, int(hparams["num_classes"]), int(hparams["length"]), **kwargs)
     load_weights(net, path)
     return net, int(hparams["length"])

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ondevice.distill import DistillationLoss, DistillationModule, DistillOn, FeatureHint
 from rfml.models import create
 from rfml.trainers.augment import SignalAugment
+from rfml.trainers.checkpoints import checkpoint_keys, saved_model_kwargs
 from rfml.trainers.classifier import AMREvaluation, default_optimizer
 from rfml.trainers.recipe import Schedule, TrainingRecipe
 
@@ -117,6 +118,8 @@ class SKD(AMREvaluation, TrainingRecipe, DistillationModule):
                 " changes every step; drop augment or set cache_teacher_logits=False"
             )
         student_net = create(student, num_classes, length, **(student_kwargs or {}))
+        if teacher_checkpoint is not None:  # weights saved before a default changed rebuild as they were saved
+            teacher_kwargs = saved_model_kwargs(teacher, teacher_kwargs, checkpoint_keys(teacher_checkpoint))
         teacher_net = create(teacher, num_classes, length, **(teacher_kwargs or {}))
         super().__init__(
             student=student_net,
