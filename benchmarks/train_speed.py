@@ -27,7 +27,10 @@ BEFORE: dict[str, Any] = {
     "embed_kernels": (7, 3, 3),
     "mlp_ratio": 4.0,
     "dropout": 0.1,
+    "stem": 0,
 }
+# Today's ClST without its stem (the default since issue 18): what the speed work alone changed.
+NO_STEM: dict[str, Any] = {"stem": 0}
 
 
 def psca_before(self: Any, x: Any) -> Any:
@@ -45,6 +48,8 @@ def variants() -> dict[str, dict[str, Any]]:
         "before": {"model": "clst", "kwargs": BEFORE, "compile": False, "fused": False, "psca_before": True},
         "clst eager": {"model": "clst", "kwargs": {}, "compile": False, "fused": True},
         "clst compile": {"model": "clst", "kwargs": {}, "compile": True, "fused": True},
+        "clst stem0 eager": {"model": "clst", "kwargs": NO_STEM, "compile": False, "fused": True},
+        "clst stem0 compile": {"model": "clst", "kwargs": NO_STEM, "compile": True, "fused": True},
         "kd_mobilenet eager": {"model": "kd_mobilenet", "kwargs": {}, "compile": False, "fused": True},
     }
 

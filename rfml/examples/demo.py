@@ -1,6 +1,6 @@
 """``make demo``: the main job on built-in synthetic data, end to end, in minutes on two CPU cores.
 
-    python -m rfml.examples.demo --out demo_out [--per-key 100] [--epochs 8] [--student-epochs 10]
+    python -m rfml.examples.demo --out demo_out [--per-key 80] [--epochs 8] [--student-epochs 6]
 
 1. writes a small synthetic RadioML 2016.10a-like file (11 classes × 20 SNRs × ``--per-key``, the real layout);
 2. trains ClST (``rfml.trainers.Classifier``) with the training recipe (``rfml.trainers.recipe.RECIPE``: unit-power
@@ -72,7 +72,7 @@ def fit_and_test(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--per-key", type=int, default=100, help="frames per (class, SNR); 100 → 22,000 frames")
+    parser.add_argument("--per-key", type=int, default=80, help="frames per (class, SNR); 80 → 17,600 frames")
     parser.add_argument("--epochs", type=int, default=8, help="epochs of the ClST teacher")
     parser.add_argument("--student-epochs", type=int, default=6, help="epochs of every student run")
     parser.add_argument("--batch-size", type=int, default=256)

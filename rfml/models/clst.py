@@ -220,8 +220,9 @@ class ClST(nn.Module):
 
     Published: the three ideas (convolutional stage hierarchy, PSCA, CTP). Reconstructed: every number here
     (widths 32/64/96, depths 1/2/2, heads 1/2/4, embedding kernels 7/3/3) and the PSCA formulas; the size was
-    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 388,360 parameters and 8.90 M MACs
-    (L = 128) for 11 classes (375,944 and 7.75 M without the stem, ``stem=0``); the parameter count does not depend on L (no layer depends on the length).
+    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 388,360 parameters and 8.90 M
+    MACs (L = 128) for 11 classes (375,944 and 7.75 M without the stem, ``stem=0``); the parameter count does not
+    depend on L (no layer depends on the length).
 
     Regularisation: ``dropout`` before the classifier, ``drop_path`` (stochastic depth of the CTP blocks' residual
     branches, rising linearly to this rate at the last block). Off by default: under the training recipe, at 80
@@ -248,10 +249,11 @@ class ClST(nn.Module):
     Ablation switches: ``conv_embedding`` (False: non-overlapping linear patches), ``conv_projection`` (False:
     pointwise Q/K/V at full length), ``psca`` (False: no PSCA), ``stem`` (a channel count: Conv1d, kernel 7 →
     BatchNorm → ReLU at full length before the first embedding, as in Xiao et al. 2021, "Early Convolutions Help
-    Transformers See Better"; 0: none, as before issue 18, which checkpoints saved then need), ``stem_layers`` (the stem's depth: further Conv1d, kernel 5 → BatchNorm →
-    ReLU layers at full length), ``embed_norm`` (``"batch"``: each token embedding's Conv1d drops its bias and is
-    followed by BatchNorm → ReLU, the students' layers, instead of LayerNorm), ``embed_pool`` (each embedding's
-    Conv1d at stride 1, then a max-pool of its stride).
+    Transformers See Better"; 0: none, as before issue 18, which checkpoints saved then need), ``stem_layers``
+    (the stem's depth: further Conv1d, kernel 5 → BatchNorm → ReLU layers at full length), ``embed_norm``
+    (``"batch"``: each token embedding's Conv1d drops its bias and is followed by BatchNorm → ReLU, the students'
+    layers, instead of LayerNorm), ``embed_pool`` (each embedding's Conv1d at stride 1, then a max-pool of its
+    stride).
     """
 
     hint_layer = "stages.2"
