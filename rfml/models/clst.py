@@ -220,8 +220,8 @@ class ClST(nn.Module):
 
     Published: the three ideas (convolutional stage hierarchy, PSCA, CTP). Reconstructed: every number here
     (widths 32/64/96, depths 1/2/2, heads 1/2/4, embedding kernels 7/3/3) and the PSCA formulas; the size was
-    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 388,360 parameters and 8.90 M
-    MACs (L = 128) for 11 classes (375,944 and 7.75 M without the stem, ``stem=0``); the parameter count does not
+    chosen to sit with the AMR models that win on RadioML (0.07–0.5 M parameters): 388,360 parameters and
+    8.90 M MACs (L = 128) for 11 classes (375,944 and 7.75 M without the stem, ``stem=0``); the parameter count does not
     depend on L (no layer depends on the length).
 
     Regularisation: ``dropout`` before the classifier, ``drop_path`` (stochastic depth of the CTP blocks' residual
