@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Today's ClST without its stem (the default since issue 18): what the speed work alone changed.
+NO_STEM: dict[str, Any] = {"stem": 0}
 # ClST as shipped before issue 18 (the constructor's defaults then, PSCA's forward then), trained eagerly with the
 # unfused optimizer.
 BEFORE: dict[str, Any] = {
@@ -27,10 +29,8 @@ BEFORE: dict[str, Any] = {
     "embed_kernels": (7, 3, 3),
     "mlp_ratio": 4.0,
     "dropout": 0.1,
-    "stem": 0,
+    **NO_STEM,
 }
-# Today's ClST without its stem (the default since issue 18): what the speed work alone changed.
-NO_STEM: dict[str, Any] = {"stem": 0}
 
 
 def psca_before(self: Any, x: Any) -> Any:

@@ -51,7 +51,7 @@ def test_examples_do_not_depend_on_batch_composition_or_order(channel: str) -> N
 def test_chunking_does_not_change_the_output(channel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     synth = Synthesizer("rml2018.01a", length=100, channel=channel, seed=4)
     whole = synth.generate(range(240), return_clean=True)  # every one of the 24 classes 10 times
-    for rows in (1, 7, 33):  # chunks whose element counts are not multiples of any vector width, nor of 240
+    for rows in (1, 7, 33):  # counts not multiples of any vector width; 7 and 33 rows leave a short last chunk
         monkeypatch.setattr(Synthesizer, "chunk_samples", 100 * rows)
         chunked = synth.generate(range(240), return_clean=True)
         assert torch.equal(whole["x"], chunked["x"]) and torch.equal(whole["clean"], chunked["clean"])
