@@ -22,9 +22,13 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(PY) -m rfml.examples.demo --out demo_out
 
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py), fill the two cores that one serial process
+# left half idle; worksteal keeps each file's tests together (module fixtures run once) yet rebalances at the end.
+# `make test TEST_WORKERS=0` runs serially; a plain `pytest` is serial too.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

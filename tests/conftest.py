@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+# One torch thread in this process and in every process a test starts (CLI subprocesses, DDP ranks, packaging
+# checks): `make test` runs two pytest-xdist workers on two cores, and two threads each would oversubscribe them.
+# A caller's explicit OMP_NUM_THREADS is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,6 @@ from ondevice.export import export_onnx, verify_onnx
 from rfml.models.lstm import amplitude_phase
 from rfml.models.registry import create
 
-torch.set_num_threads(1)
-
 NAMES = ("vtcnn2", "resnet", "cldnn", "mcldnn", "lstm2")
 
 # Published counts at L=128, 11 classes: VT-CNN2 from DeepSig's Keras notebook summary, MCLDNN from the

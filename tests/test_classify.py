@@ -19,8 +19,6 @@ from rfml.trainers.checkpoints import model_from_checkpoint, saved_model_kwargs
 from rfml.trainers.evaluation import SNRConfusion, summarize_confusion, write_amr_report
 from rfml.trainers.skd import skd_loss
 
-torch.set_num_threads(1)
-
 
 def test_snr_confusion_counts_and_summary_match_a_hand_count() -> None:
     metric = SNRConfusion(num_classes=3)

@@ -22,8 +22,6 @@ from rfml.data import SignalDataModule, write_dataset
 from rfml.models import create
 from rfml.trainers.cli import lightning_main
 
-torch.set_num_threads(1)
-
 CONFIGS = Path(__file__).resolve().parents[1] / "rfml" / "configs"
 # snr_cnn.yaml (a regressor) has its own test in test_snr_estimation.py; snr_study_*.yaml are rfml snr-study configs
 MODEL_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if not p.name.startswith(("skd_", "ism_", "snr_")))

@@ -6,12 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from _layer_counts import mac_count, param_count
 
 from rfml.examples.demo import main, run_folder
-
-torch.set_num_threads(1)
 
 
 def test_demo_trains_distils_times_and_tabulates_five_models(tmp_path: Path) -> None:

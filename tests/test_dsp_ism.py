@@ -10,7 +10,6 @@ from rfml.dsp import ism
 from rfml.dsp.ism import CENTRE_MHZ, ISM_CLASSES, ISMSynthesizer, in_band_powers, zigbee_chip_table
 
 BIN_MHZ = 10.0 / 128  # one bin of the data set's 128-point FFT: 78.125 kHz
-torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from rfml.data.selection import SampleSelect, band_bins
 from rfml.data.synthetic import get_preset, source_indices, write_dataset
 from rfml.data.views import View
 
-torch.set_num_threads(1)
 PER_KEY = 6
 
 

@@ -12,8 +12,6 @@ from rfml.models import available, create
 from rfml.models.cldnn import CLDNN
 from rfml.models.ism import ISMCNN
 
-torch.set_num_threads(1)
-
 ISM = ("ism_cnn", "ism_resnet", "ism_cldnn", "ism_lstm")
 LENGTHS = (8, 16, 26, 32, 52, 64, 128)  # band and sample selections of a 128-sample frame
 LENGTH_BOUND = ("ism_cnn", "ism_resnet")  # their heads flatten a length-dependent map

@@ -27,8 +27,6 @@ from rfml.studies.ism.study import load_ism_results, run_study
 from rfml.studies.results import StudyConfigError
 from rfml.trainers.callbacks import EpochTimer
 
-torch.set_num_threads(1)
-
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_STEP = 1.0  # clock seconds each training batch takes
 VAL_STEP = 100.0  # clock seconds each validation batch takes: must never show in the training seconds

@@ -14,8 +14,6 @@ from ondevice.profile import count_macs
 from rfml.models import KDCNN, ClST, KDMobileNet, available, create
 from rfml.models.clst import PSCA, CTPAttention
 
-torch.set_num_threads(1)
-
 OURS = ("clst", "kd_cnn", "kd_mobilenet")
 
 

@@ -24,8 +24,6 @@ from rfml.trainers import SKD, Classifier, SignalAugment
 from rfml.trainers.cli import lightning_main
 from rfml.trainers.recipe import warmup_cosine
 
-torch.set_num_threads(1)
-
 TINY_CLST = {"dims": [8, 16, 16], "depths": [1, 1, 1], "heads": [1, 1, 1]}
 TINY_KD_CNN = {"widths": [8, 8, 8, 8]}
 

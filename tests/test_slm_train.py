@@ -17,9 +17,6 @@ from tokenizers import Tokenizer
 from slm.data import TextDataModule
 from slm.train import LanguageModel, lightning_main, lr_factor, sample, sample_tokens
 
-# One thread: with two, a second busy process on a 2-core machine makes OpenMP spin and each step 10× slower.
-torch.set_num_threads(1)
-
 CONFIGS = Path(__file__).resolve().parents[1] / "slm" / "configs"
 MAX_FILES = 100  # the first 100 stdlib sources: ~0.75 M training tokens at vocab 512, tokenized in ~3 s
 FIT_STEPS = 120  # enough to lower val/loss by ~1.8 nats; validated every 40 steps

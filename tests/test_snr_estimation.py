@@ -17,8 +17,6 @@ from rfml.models.snr_cnn import SNRCNN
 from rfml.trainers.cli import lightning_main
 from rfml.trainers.snr_regressor import SNRRegressor
 
-torch.set_num_threads(1)
-
 CONFIG = Path(__file__).resolve().parents[1] / "rfml" / "configs" / "snr_cnn.yaml"
 
 
