@@ -15,12 +15,8 @@ from torch import Tensor, nn
 
 from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx
 from slm.arch import ArchConfig
+from slm.graphs import cache_names
 from slm.model import GPT
-
-
-def cache_names(num_layers: int, prefix: str) -> list[str]:
-    """`past_key_0, past_value_0, …` (or `present_…`): one key and one value tensor per layer."""
-    return [f"{prefix}_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
 
 
 class PrefillGraph(nn.Module):
