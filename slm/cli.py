@@ -80,7 +80,13 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--past-length", type=int, default=256)
     parser.add_argument("--predictor", help="a predictor JSON saved by an earlier search (skips calibration)")
     parser.add_argument("--calibration", type=int, default=12, help="shapes timed to fit the predictor")
-    parser.add_argument("--top-k", type=int, default=6, help="screened shapes measured for real")
+    parser.add_argument("--top-k", type=int, default=6, help="screened shapes measured for real, at least")
+    parser.add_argument(
+        "--measure-front",
+        type=int,
+        default=16,
+        help="time every shape of the screened Pareto front, up to this many (default 16; 0: top-k only)",
+    )
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -172,7 +178,8 @@ def _search(args: argparse.Namespace) -> int:
         from slm.search.device import write_search_bundle
 
         screened = evolve(space, budget, screen, objective, **evolution)
-        chosen = shortlist([e for e in screened if budget.contains(e.config)], objective, args.top_k)
+        inside = [e for e in screened if budget.contains(e.config)]
+        chosen = shortlist(inside, objective, args.top_k, measure_front=args.measure_front)
         bundle = write_search_bundle(
             chosen,
             args.device_bundle,
@@ -188,7 +195,8 @@ def _search(args: argparse.Namespace) -> int:
         print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
         return 0
     measure = host_measure(args.prompt_length, args.past_length, threads=args.threads, **_timing(args))
-    result = run_search(space, budget, objective, screen=screen, measure=measure, top_k=args.top_k, **evolution)
+    selection = {"top_k": args.top_k, "measure_front": args.measure_front}
+    result = run_search(space, budget, objective, screen=screen, measure=measure, **selection, **evolution)
     return _report(result, Path(args.out or DEFAULT_SEARCH_OUT))
 
 
@@ -224,6 +232,11 @@ def _report(result: SearchResult, out: Path) -> int:
     chosen = result.measured[result.chosen_index]
     print(f"chosen: {result.chosen.summary()}")
     print("measured: " + ", ".join(f"{k} {v:.4g}" for k, v in chosen.metrics.items()))
+    counts = result.counts
+    print(
+        f"timed for real: {counts['measured']} shapes; predicted only: {counts['predicted_only']} of "
+        f"{counts['screened']} screened; screened front: {counts['front_measured']} of {counts['screened_front']} timed"
+    )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

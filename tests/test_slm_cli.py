@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnx
 import onnxruntime as ort
 import pytest
 import yaml
@@ -18,6 +19,7 @@ from slm.arch import ArchConfig
 from slm.cli import main
 from slm.export import random_model
 from slm.latency import LatencyPredictor, LatencyRecord, LatencyTable, features
+from slm.search import Budget, Evaluated, pareto_front
 from slm.search.device import STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,16 +65,28 @@ def law_predictor(path: Path) -> Path:
     return LatencyPredictor.fit(LatencyTable(records, configs)).save_json(path)
 
 
-def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_board(tmp_path):
+def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_board(tmp_path, capsys):
     bundle, out = tmp_path / "bundle", tmp_path / "search"
     predictor = law_predictor(tmp_path / "law.json")
     argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(predictor), "--top-k", "2"]
-    argv += ["--population", "8", "--generations", "2", "--device-bundle", str(bundle), "--out", str(out)]
+    argv += ["--population", "8", "--generations", "2", "--measure-front", "3"]
+    argv += ["--device-bundle", str(bundle), "--out", str(out)]
     assert main(argv + QUICK_TIMING) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     state = json.loads((bundle / STATE_NAME).read_text())
-    assert len(state["configs"]) == 2  # two shapes: each costs two ONNX exports of a few seconds
-    assert len(manifest["models"]) == 4  # a prefill and a decode graph per shape
+    # The bundle holds the screened front up to --measure-front shapes, and at least --top-k.
+    screened = [Evaluated.from_dict(e, "state") for e in state["screened"]]
+    inside = [e for e in screened if Budget.parse("50k:400k").contains(e.config)]
+    front = pareto_front([e.metrics for e in inside], ("decode_ms", "prefill_ms"))
+    timed = max(2, min(len(front), 3))  # the law's decode and prefill agree here: a front of one, so top-k fills
+    assert len(state["configs"]) == timed
+    assert {inside[i].config for i in front} & {ArchConfig.from_dict(c) for c in state["configs"].values()}
+    assert len(manifest["models"]) == 2 * timed  # a prefill and a decode graph per shape
+    for entry in manifest["models"]:  # the fast graphs (slm.graphs), their weights in a file beside them
+        graph = onnx.load(str(bundle / entry["file"]), load_external_data=False)
+        assert graph.producer_name == "slm.graphs"
+        locations = {d.value for t in graph.graph.initializer for d in t.external_data if d.key == "location"}
+        assert len(locations) == 1 and (bundle / locations.pop()).is_file()
     assert not (out / "predictor.json").exists()  # the given predictor screened the space: nothing calibrated
 
     results = tmp_path / "results.json"
@@ -91,8 +105,18 @@ def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_boar
     medians = {k: statistics.median(t[k] for t in timings.values()) for k in ("decode", "prefill")}
     score = {n: t["decode"] / medians["decode"] + t["prefill"] / medians["prefill"] for n, t in timings.items()}
     fastest = min(score, key=score.get)
-    front = json.loads((out / "front.json").read_text())
-    assert front["chosen"] == fastest
+    front_json = json.loads((out / "front.json").read_text())
+    assert front_json["chosen"] == fastest
+    assert front_json["counts"] == {
+        "screened": len(screened),
+        "screened_front": len(front),
+        "front_measured": min(len(front), timed),
+        "measured": timed,
+        "predicted_only": len({e.config for e in screened}) - timed,
+    }
+    assert f"timed for real: {timed} shapes; predicted only: {len(screened) - timed} of {len(screened)}" in (
+        capsys.readouterr().out
+    )
     chosen = yaml.safe_load((out / "chosen.yaml").read_text())
     assert ArchConfig.from_dict(chosen["model"]["init_args"]["arch"]) == ArchConfig.from_dict(state["configs"][fastest])
     assert chosen["data"]["init_args"]["vocab_size"] == 256

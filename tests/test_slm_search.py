@@ -329,8 +329,9 @@ def measure(configs: Sequence[ArchConfig]) -> list[dict[str, float]]:
 def test_run_search_chooses_by_measured_numbers_and_saves(tmp_path):
     objective = Objective({"decode_ms": 1.0, "prefill_ms": 0.5})
     result = run_search(
-        SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=6, population=12, generations=4, progress=False
-    )
+        SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=6, measure_front=0, population=12,
+        generations=4, progress=False,
+    )  # fmt: skip
     assert len(result.screened) == 12 * 5 and len(result.measured) == 6
     measured_configs = [e.config for e in result.measured]
     assert [e.metrics for e in result.measured] == measure(measured_configs)
@@ -375,6 +376,37 @@ def test_run_search_chooses_by_measured_numbers_and_saves(tmp_path):
     assert (loaded.front, loaded.chosen_index, loaded.chosen) == (result.front, result.chosen_index, result.chosen)
     assert (loaded.objective, loaded.budget, loaded.space) == (objective, BUDGET, SPACE)
     assert loaded.timings == result.timings and loaded.settings == result.settings
+
+
+def test_run_search_times_the_screened_front_up_to_measure_front_and_counts_what_it_timed(tmp_path):
+    objective = Objective({"decode_ms": 1.0, "prefill_ms": 0.5})
+    evolution = dict(population=12, generations=4, progress=False)
+    screened = evolve(SPACE, BUDGET, screen, objective, **evolution)
+    points = [e.metrics for e in screened]
+    front = {screened[i].config for i in pareto_front(points, objective.metrics)}
+    assert len(front) == 19  # the biased screen's front over 60 shapes: more than top_k, fewer than 30
+    for measure_front, timed in ((0, 3), (5, 5), (19, 19), (30, 19)):
+        result = run_search(
+            SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=3, measure_front=measure_front, **evolution
+        )
+        assert [e.config for e in result.screened] == [e.config for e in screened]  # same seed, same screening
+        measured = [e.config for e in result.measured]
+        assert len(measured) == len(set(measured)) == timed
+        # The whole front is timed when it fits; otherwise only front shapes are, best predicted score first.
+        assert set(measured) <= front if measure_front <= 19 else set(measured) == front
+        assert result.counts == {
+            "screened": 60,
+            "screened_front": 19,
+            "front_measured": timed,
+            "measured": timed,
+            "predicted_only": 60 - timed,
+        }
+        assert result.settings["measure_front"] == measure_front
+    saved = json.loads(result.save(tmp_path / "search")["front"].read_text())
+    assert saved["counts"] == result.counts
+    assert SearchResult.load(tmp_path / "search").counts == result.counts
+    with pytest.raises(ValueError, match="run_search: measure_front must be an integer >= 0, got -1"):
+        run_search(SPACE, BUDGET, objective, screen=screen, measure=measure, measure_front=-1, **evolution)
 
 
 def test_load_errors(tmp_path):

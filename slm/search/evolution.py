@@ -60,6 +60,13 @@ def _select(candidates: Sequence[Evaluated], k: int, metrics: Sequence[str]) -> 
     return [candidates[i] for i in survivors]
 
 
+def _check_counts(where: str, **minimums: tuple[Any, int]) -> None:
+    """Each keyword is (value, least allowed): an integer, not a bool, at least that."""
+    for name, (value, low) in minimums.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{where}: {name} must be an integer >= {low}, got {value!r}")
+
+
 def _tournament(parents: Sequence[Evaluated], rank: Mapping[int, tuple], rng: random.Random) -> ArchConfig:
     """Binary tournament: the better of two random parents by (front, crowding), ties to the lower index."""
     return parents[min(rng.sample(range(len(parents)), 2), key=rank.__getitem__)].config
@@ -85,9 +92,7 @@ def evolve(
     """
     from tqdm.auto import tqdm
 
-    for name, value, low in (("population", population, 2), ("generations", generations, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"evolve: {name} must be an integer >= {low}, got {value!r}")
+    _check_counts("evolve", population=(population, 2), generations=(generations, 0))
     rng = random.Random(seed)
     metrics = objective.metrics
     cache: dict[ArchConfig, Evaluated] = {}
@@ -133,13 +138,20 @@ def evolve(
     return list(cache.values())
 
 
-def shortlist(candidates: Sequence[Evaluated], objective: Objective, k: int) -> list[Evaluated]:
-    """The k candidates to measure: the Pareto front by scalarised score, then the rest by score."""
+def shortlist(
+    candidates: Sequence[Evaluated], objective: Objective, k: int, *, measure_front: int = 0
+) -> list[Evaluated]:
+    """The candidates to measure: the Pareto front by scalarised score, then the rest by score.
+
+    At least `k` are taken, and more when the front is bigger: every front shape up to `measure_front` of
+    them, so that a cheap measurement can time the whole front rather than trust the predictor for it.
+    """
+    _check_counts("shortlist", k=(k, 1), measure_front=(measure_front, 0))
     points = [c.metrics for c in candidates]
     scores = objective.scores(points)
     front = set(pareto_front(points, objective.metrics))
     order = sorted(range(len(candidates)), key=lambda i: (i not in front, scores[i], i))
-    return [candidates[i] for i in order[:k]]
+    return [candidates[i] for i in order[: max(k, min(len(front), measure_front))]]
 
 
 def run_search(
@@ -150,21 +162,24 @@ def run_search(
     screen: Evaluator,
     measure: Evaluator,
     top_k: int = 8,
+    measure_front: int = 16,
     population: int = 32,
     generations: int = 20,
     seed: int = 0,
     progress: bool = True,
 ) -> SearchResult:
-    """Screen shapes with `screen` (a cheap predictor) through `evolve`, measure the top_k with `measure`, and
-    take the front and the chosen shape (lowest scalarised score) from the measured numbers alone."""
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError(f"run_search: top_k must be a positive integer, got {top_k!r}")
+    """Screen shapes with `screen` (a cheap predictor) through `evolve`, measure the shortlist with `measure`
+    (the screened front up to `measure_front` shapes, and at least `top_k`: `shortlist`), and take the front
+    and the chosen shape (lowest scalarised score) from the measured numbers alone; `SearchResult.counts` says
+    how many shapes were timed and how many only predicted."""
+    _check_counts("run_search", top_k=(top_k, 1), measure_front=(measure_front, 0))
     start = time.perf_counter()
     screened = evolve(
         space, budget, screen, objective, population=population, generations=generations, seed=seed, progress=progress
     )
     screened_at = time.perf_counter()
-    candidates = shortlist([e for e in screened if budget.contains(e.config)], objective, top_k)
+    inside = [e for e in screened if budget.contains(e.config)]
+    candidates = shortlist(inside, objective, top_k, measure_front=measure_front)
     results = _evaluate(measure, [c.config for c in candidates], objective.metrics, "measure")
     measured = [Evaluated(c.config, r, c.generation) for c, r in zip(candidates, results, strict=True)]
     measured_at = time.perf_counter()
@@ -184,5 +199,11 @@ def run_search(
             "total_s": measured_at - start,
         },
         space=space,
-        settings={"population": population, "generations": generations, "seed": seed, "top_k": top_k},
+        settings={
+            "population": population,
+            "generations": generations,
+            "seed": seed,
+            "top_k": top_k,
+            "measure_front": measure_front,
+        },
     )

@@ -68,6 +68,25 @@ class SearchResult:
     def chosen(self) -> ArchConfig:
         return self.measured[self.chosen_index].config
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many shapes the search timed for real against how many it only predicted.
+
+        screened: shapes the cheap source scored; screened_front: those on the screened Pareto front (inside the
+        budget); front_measured: how many of the screened front were timed; measured: shapes timed for real;
+        predicted_only: screened shapes never timed.
+        """
+        measured = {e.config for e in self.measured}
+        inside = [e for e in self.screened if self.budget.contains(e.config)]
+        front = [inside[i].config for i in pareto_front([e.metrics for e in inside], self.objective.metrics)]
+        return {
+            "screened": len(self.screened),
+            "screened_front": len(front),
+            "front_measured": sum(c in measured for c in front),
+            "measured": len(self.measured),
+            "predicted_only": len({e.config for e in self.screened} - measured),
+        }
+
     def fit_config(self) -> dict[str, Any]:
         """An `slm fit` config that pre-trains the chosen shape."""
         arch = {k: v for k, v in self.chosen.to_dict().items() if k != "name"}
@@ -99,6 +118,7 @@ class SearchResult:
             "chosen": self.chosen.name,
             "front": [self.measured[i].config.name for i in self.front],
             "timings": self.timings,
+            "counts": self.counts,
             "settings": self.settings,
             "space": self.space.to_dict() if self.space is not None else None,
             "measured": measured,
