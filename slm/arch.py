@@ -223,6 +223,16 @@ class ArchConfig:
         if length < 1 or length > self.context_length:
             raise ValueError(f"{what} must be in 1..context_length ({self.context_length}), got {length}")
 
+    def rope_tables(self) -> tuple[Any, Any]:
+        """cos and sin of the rotary angles, float32 numpy arrays [context_length, head_dim] (rotate-half layout):
+        the one source of the tables the torch model holds and the ONNX graphs carry."""
+        import numpy as np
+
+        inv_freq = 1.0 / self.rope_theta ** (np.arange(0, self.head_dim, 2, dtype=np.float64) / self.head_dim)
+        angles = np.outer(np.arange(self.context_length, dtype=np.float64), inv_freq)
+        angles = np.concatenate([angles, angles], axis=-1)
+        return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+
     def summary(self) -> str:
         shape = (
             f"{self.num_layers}×{self.hidden_size}, heads {self.num_heads}/{self.num_kv_heads}×{self.head_dim}, "

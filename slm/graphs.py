@@ -92,6 +92,8 @@ def _write_data(
         offset, length = layout[name]
         file.seek(offset)
         if weights is not None:
+            if name not in weights:
+                raise KeyError(f"no weight {name!r}, which the config implies; the weights hold {len(weights)} others")
             array = np.ascontiguousarray(weights[name], dtype=np.float32)
             if array.shape != shape:
                 raise ValueError(f"weight {name!r} has shape {array.shape}; the config implies {shape}")
@@ -109,28 +111,14 @@ def _write_data(
 
 
 def weights_from_model(model: GPT) -> dict[str, np.ndarray]:
-    """A `GPT`'s weights in the graphs' layout (linear weights transposed to [in, out])."""
+    """A `GPT`'s weights in the graphs' layout (linear weights transposed to [in, out]); `build_graphs` checks
+    them against the config."""
     state = {k: v.detach().cpu().float().numpy() for k, v in model.state_dict().items()}
-    shapes = weight_shapes(model.config)
-    weights = {}
-    for name, shape in shapes.items():
-        if name not in state:
-            raise KeyError(f"the model has no weight {name!r} that its config {model.config.summary()} implies")
-        w = state[name]
-        if len(shape) == 2 and name.endswith("_proj.weight"):
-            w = w.T
-        if w.shape != shape:
-            raise ValueError(f"weight {name!r} has shape {w.shape}; the config implies {shape}")
-        weights[name] = np.ascontiguousarray(w)
-    return weights
-
-
-def rope_tables(head_dim: int, length: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin [length, head_dim] (rotate-half layout), as `slm.model.rope_tables` computes them."""
-    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
-    angles = np.outer(np.arange(length, dtype=np.float64), inv_freq)
-    angles = np.concatenate([angles, angles], axis=-1)
-    return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    return {
+        name: np.ascontiguousarray(state[name].T if name.endswith("_proj.weight") else state[name])
+        for name in weight_shapes(model.config)
+        if name in state
+    }
 
 
 class _Builder:
@@ -231,7 +219,7 @@ def _graph(config: ArchConfig, data_file: str, decode: bool) -> onnx.ModelProto:
     c = config
     b = _Builder(weight_shapes(config), data_file)
     names = cache_names(c.num_layers, "past")
-    cos_table, sin_table = rope_tables(c.head_dim, c.context_length, c.rope_theta)
+    cos_table, sin_table = c.rope_tables()
     b.initializers += [numpy_helper.from_array(cos_table, "rope_cos"), numpy_helper.from_array(sin_table, "rope_sin")]
     tokens = "token" if decode else "tokens"
     # Positions start after the cache (decode) or at 0 (prefill); the new length is the token axis.

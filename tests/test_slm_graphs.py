@@ -104,14 +104,19 @@ def test_random_weights_have_every_shape_and_the_models_layout(tmp_path):
     )
 
 
-def test_a_model_of_another_shape_is_refused():
+def test_a_model_of_another_shape_is_refused(tmp_path):
     config = SHAPES["deep-thin"]
     model = random_model(config.replace(ffn_size=config.ffn_size + 8))
     model.config = config  # a checkpoint whose weights do not fit the config it claims
     with pytest.raises(
         ValueError, match=r"weight 'blocks.0.ffn.gate_proj.weight' has shape \(32, 72\); the config implies \(32, 64\)"
     ):
-        weights_from_model(model)
+        build_graphs(config, tmp_path, weights=weights_from_model(model))
+    weights = weights_from_model(random_model(config))
+    del weights["blocks.1.attn.o_proj.weight"]
+    with pytest.raises(KeyError, match=r"no weight 'blocks\.1\.attn\.o_proj\.weight', which the config implies"):
+        build_graphs(config, tmp_path, weights=weights)
+    assert list(tmp_path.iterdir()) == []  # nothing half-written is left
 
 
 def test_weights_are_written_once_beside_both_graphs_and_no_partial_file_is_left(tmp_path):
