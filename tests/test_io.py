@@ -29,6 +29,19 @@ def test_atomic_path_failure_keeps_the_old_file_and_removes_the_temporary(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
 
 
+@pytest.mark.parametrize("module", [io, runner], ids=["io", "runner"])
+def test_atomic_files_get_the_mode_open_would_give(tmp_path, module):
+    import os
+
+    mask = os.umask(0o027)
+    try:
+        path = module.write_json_atomic(tmp_path / "a.json", {})
+    finally:
+        os.umask(mask)
+    # The umask read at import applies (not the private 0600 of the temporary file, nor the 0027 set later).
+    assert path.stat().st_mode & 0o777 == 0o666 & ~module._UMASK != 0o600
+
+
 def test_runner_copy_agrees_with_ondevice_io(tmp_path):
     """The runner ships alone in bundles, so it keeps a copy; the copy must give the same bytes and digests."""
     payload = {"z": 1.5, "a": ["é", None]}
