@@ -25,9 +25,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-# The process's umask, read once (reading it means setting it for a moment).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+os.umask(_UMASK := os.umask(0o022))  # the process's umask, read once: reading it sets it for a moment
 
 
 @contextlib.contextmanager
@@ -43,8 +41,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        # mkstemp's file is private (0600); the result gets the mode a plain open() would give it.
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        # mkstemp's file is private (0600): keep the replaced file's mode, or give the one open() would.
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -40,6 +40,9 @@ def test_atomic_files_get_the_mode_open_would_give(tmp_path, module):
         os.umask(mask)
     # The umask read at import applies (not the private 0600 of the temporary file, nor the 0027 set later).
     assert path.stat().st_mode & 0o777 == 0o666 & ~module._UMASK != 0o600
+    os.chmod(path, 0o640)
+    module.write_json_atomic(path, {"again": 1})
+    assert path.stat().st_mode & 0o777 == 0o640  # a replaced file keeps its mode
 
 
 def test_runner_copy_agrees_with_ondevice_io(tmp_path):
