@@ -34,6 +34,18 @@ CONFIGS = Path(__file__).resolve().parents[1] / "slm" / "configs"
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
+def validation_scores(cli: Any) -> dict[str, float]:
+    """A finished `slm fit`'s final weights scored on the whole validation split (val/loss, val/ppl)."""
+    evaluator = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return evaluator.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+
+
 def run(config: str, name: str, steps: int, max_files: int, extra: list[str]) -> dict[str, Any]:
     """`slm fit -c slm/configs/<config>` for ``steps`` steps, then its final weights scored on all of validation."""
     interval = max(1, min(100, steps // 4))
@@ -55,14 +67,7 @@ def run(config: str, name: str, steps: int, max_files: int, extra: list[str]) ->
     start = time.perf_counter()
     cli = lightning_main(args)
     seconds = time.perf_counter() - start
-    evaluator = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    scores = evaluator.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    scores = validation_scores(cli)
     hparams = cli.model.hparams
     row = {
         "name": name,

@@ -9,7 +9,10 @@ equality with one GPT's weights on five shapes, and latency of the two graph pai
    norm and every activation; both pairs run in ONNX Runtime on the same inputs at several prompt and past lengths;
    the largest |fast - exported| over every output.
 3. Latency: both pairs of each 50 M shape in one interleaved `ondevice.profile` run (prefill of 64, decode after
-   256), one thread; fast / exported per call.
+   256), one thread; fast / exported per call. A third pair, the fast graphs with their weights inline in the proto
+   (as the exporter keeps them), tells the weights' storage apart from the graph itself.
+
+`--stages latency` runs the last figure alone (into slm_graphs_latency.json), exporting the pairs it needs.
 """
 
 from __future__ import annotations
@@ -160,16 +163,41 @@ def equality(work: Path) -> dict[str, Any]:
     return {"lengths": [2, 17, 128], "batch_sizes": [1, 2], "shapes": rows}
 
 
+def ensure_pairs(work: Path) -> None:
+    """Repeat 0's exported and fast pairs of each 50 M shape, written now if the build stage did not run, and a
+    third pair: the fast graphs with their weights inline in the proto, as the exporter keeps them."""
+    import onnx
+
+    from slm.export import export_decode, export_prefill, random_model
+    from slm.graphs import build_graphs
+
+    for name, config in BIG.items():
+        if not pair(work, "export", 0, name, "decode").is_file():
+            model = random_model(config)
+            export_prefill(model, pair(work, "export", 0, name, "prefill"), verify=False)
+            export_decode(model, pair(work, "export", 0, name, "decode"), verify=False)
+        if not pair(work, "fast", 0, name, "decode").is_file():
+            build_graphs(config, pair(work, "fast", 0, name, "prefill").parent)
+        for kind in ("prefill", "decode"):
+            inline = pair(work, "inline", 0, name, kind)
+            inline.parent.mkdir(parents=True, exist_ok=True)
+            onnx.save(onnx.load(str(pair(work, "fast", 0, name, kind))), str(inline))  # external data read in
+
+
+GRAPHS = ("export", "fast", "inline")
+
+
 def latency(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from ondevice.profile import profile
     from slm.export import as_arrays, decode_inputs, prefill_inputs
     from slm.graphs import cache_names
 
+    ensure_pairs(work)
     candidates = {}
     for name, config in BIG.items():
         tokens = prefill_inputs(config, PROMPT)[0].numpy()
         past = as_arrays(decode_inputs(config, PAST), ["token", *cache_names(config.num_layers, "past")])
-        for how in ("export", "fast"):
+        for how in GRAPHS:
             candidates[f"{name}/{how}/prefill@{PROMPT}"] = (pair(work, how, 0, name, "prefill"), {"tokens": tokens})
             candidates[f"{name}/{how}/decode@{PAST}"] = (pair(work, how, 0, name, "decode"), past)
     report = profile(
@@ -185,49 +213,51 @@ def latency(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     rows = {}
     for name in BIG:
         for kind in (f"prefill@{PROMPT}", f"decode@{PAST}"):
-            e, f = timed[f"{name}/export/{kind}"], timed[f"{name}/fast/{kind}"]
-            rows[f"{name}/{kind}"] = {
-                "export_ms": e.median_ms,
-                "export_p10_p90_ms": [e.p10_ms, e.p90_ms],
-                "fast_ms": f.median_ms,
-                "fast_p10_p90_ms": [f.p10_ms, f.p90_ms],
-                "fast_over_export": f.median_ms / e.median_ms,
-            }
-            print(f"[latency] {name} {kind}: export {e.median_ms:.2f} ms, fast {f.median_ms:.2f} ms")
+            row = {}
+            for how in GRAPHS:
+                m = timed[f"{name}/{how}/{kind}"]
+                row[f"{how}_ms"], row[f"{how}_p10_p90_ms"] = m.median_ms, [m.p10_ms, m.p90_ms]
+            row["fast_over_export"] = row["fast_ms"] / row["export_ms"]
+            row["inline_over_export"] = row["inline_ms"] / row["export_ms"]
+            rows[f"{name}/{kind}"] = row
+            print(f"[latency] {name} {kind}: " + ", ".join(f"{how} {row[how + '_ms']:.2f} ms" for how in GRAPHS))
     return {"rows": rows, "environment": report.environment, "settings": report.settings}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/slm_graphs"))
+    parser.add_argument("--stages", default="build,equality,latency", help="which figures, comma list")
     parser.add_argument("--build-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    stages = args.stages.split(",")
+    unknown = sorted(set(stages) - {"build", "equality", "latency"})
+    if unknown:
+        raise SystemExit(f"--stages: unknown {unknown}; choose from build, equality, latency")
 
     import onnx
     import onnxruntime
     import torch
 
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="slm-graphs-") as tmp:
-        work = Path(tmp)
-        result = {
-            "build": build_times(work, args.build_repeats),
-            "equality": equality(work),
-            "latency": latency(work, args),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__,
-            },
-        }
+    runs = {"build": lambda work: build_times(work, args.build_repeats), "equality": equality}
+    runs["latency"] = lambda work: latency(work, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out / "slm_graphs.json", result)
-    print(f"wrote {args.out / 'slm_graphs.json'}")
+    with tempfile.TemporaryDirectory(prefix="slm-graphs-") as tmp:
+        result = {name: runs[name](Path(tmp)) for name in ("build", "equality", "latency") if name in stages}
+    result["versions"] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    name = "slm_graphs.json" if len(stages) == 3 else f"slm_graphs_{'_'.join(stages)}.json"
+    write_json_atomic(args.out / name, result)
+    print(f"wrote {args.out / name}")
 
 
 if __name__ == "__main__":

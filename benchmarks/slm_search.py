@@ -1,7 +1,7 @@
 """Runtime-first search figures on this CPU (ONNX Runtime, batch 1): the survey's Qwen inversion, the latency
 predictor's accuracy on held-out shapes, and a search at a 50 M-parameter budget against three reference shapes.
 
-    python benchmarks/slm_search.py --threads 2 --out benchmarks/results/slm_search
+    python benchmarks/slm_search.py --out benchmarks/results/slm_search   # one ORT thread
 
 Each stage saves its JSON under --out and is skipped when that file exists (delete it to measure again).
 """
@@ -9,6 +9,7 @@ Each stage saves its JSON under --out and is skipped when that file exists (dele
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import statistics
@@ -25,6 +26,8 @@ from slm.search import Budget, Objective, SearchSpace, host_measure, predictor_s
 
 PROMPT, PAST = 64, 256
 VOCAB = 32000  # MobileLLM's tokenizer size: a realistic vocabulary for a 50 M-parameter model
+# Decode latency first, then prefill (issue 19): prefill weighs a tenth, so it only breaks near-ties in decode.
+OBJECTIVE = Objective({"decode_ms": 1.0, "prefill_ms": 0.1})
 
 
 def timing(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,113 +92,177 @@ def measure_in_groups(configs: dict[str, ArchConfig], anchors: list[str], args: 
     return tables
 
 
-def predictor_accuracy(args: argparse.Namespace, space: SearchSpace, work: Path) -> dict[str, Any]:
-    """Fit on shapes between 10 M and 100 M parameters; score on other shapes of that range never seen in fitting."""
-    budget = Budget(10_000_000, 100_000_000)
+def on_common_scale(tables: list[LatencyTable], anchors: list[str]) -> tuple[LatencyTable, list[dict[str, float]]]:
+    """One table from groups timed in separate runs: each group's records are rescaled, per kind and length, by
+    the geometric mean over the anchors (timed in every group) of first-group time over this group's time, so
+    the machine's drift between runs does not land in the data. Returns the table and each group's factors."""
+    import math
+
+    records, factors = [], []
+    for table in tables:
+        scale = {}
+        for kind, length in {(r.kind, r.length) for r in table.records}:
+            logs = [math.log(tables[0].get(a, kind, length) / table.get(a, kind, length)) for a in anchors]
+            scale[(kind, length)] = math.exp(statistics.fmean(logs)) if logs else 1.0
+        factors.append({f"{kind}@{length}": f for (kind, length), f in sorted(scale.items())})
+        for r in table.records:
+            if r.config in anchors and table is not tables[0]:
+                continue  # an anchor's own record comes from the first group
+            f = scale[(r.kind, r.length)]
+            records.append(dataclasses.replace(r, median_ms=r.median_ms * f, p10_ms=r.p10_ms * f, p90_ms=r.p90_ms * f))
+    configs = {n: c for t in tables for n, c in t.configs.items()}
+    return LatencyTable(records, configs, tables[0].environment, tables[0].settings), factors
+
+
+def predictor_accuracy(
+    args: argparse.Namespace, space: SearchSpace, work: Path, budget: Budget, prefix: str = ""
+) -> dict[str, Any]:
+    """Fit on shapes inside `budget`; score on other shapes of that range never seen in fitting. Writes
+    <prefix>latency_predictor.json and <prefix>predictor_heldout.png under --out.
+
+    The shapes are timed in groups of --group (memory), each group with three anchors from the fitted set (the
+    smallest, middle and largest by decode MACs) that put every group on one scale (`on_common_scale`). Fitted
+    and held-out shapes are mixed across the groups, so no split sits alone in one run.
+    """
     shapes = space.random_feasible(args.calibration + args.held_out, budget, random.Random(7))
     configs = {shape_name(c): c for c in shapes}
     names = list(configs)
     train, held = names[: args.calibration], names[args.calibration :]
-    tables = measure_in_groups(configs, [], args, work / "calibration")
-    table = LatencyTable(
-        records=[r for t in tables for r in t.records],
-        configs=configs,
-        environment=tables[0].environment,
-        settings=tables[0].settings,
-    )
+    by_macs = sorted(train, key=lambda n: configs[n].decode_macs(PAST))
+    anchors = [by_macs[0], by_macs[len(by_macs) // 2], by_macs[-1]]
+    order = [n for n in names if n not in anchors]
+    random.Random(3).shuffle(order)
+    tables = measure_in_groups({n: configs[n] for n in anchors + order}, anchors, args, work / "calibration")
+    table, factors = on_common_scale(tables, anchors)
     predictor = LatencyPredictor.fit(table.subset(train))
     scores = evaluate(predictor, table.subset(held))
-    plot_predictions(scores, args.out / "predictor_heldout.png")
-    predictor.save_json(args.out / "predictor.json")
+    plot_predictions(scores, args.out / f"{prefix}predictor_heldout.png")
+    predictor.save_json(args.out / f"{prefix}latency_predictor.json")
     return {
+        "budget": budget.to_dict(),
         "train": train,
         "held_out": held,
+        "anchors": anchors,
+        "group_factors": factors,
+        "groups": [sorted(t.configs) for t in tables],
         "evaluation": scores,
         "predictor": predictor.describe(),
         "table": table.to_dict(),
+        "group_tables": [t.to_dict() for t in tables],
     }
 
 
 def fit_layers(base: ArchConfig, budget: Budget) -> ArchConfig:
-    """The layer count that brings `base` closest to the middle of the budget."""
+    """`base` brought to the middle of the budget: the closest layer count, then, if that still falls outside
+    (a wide shape moves in big steps), the FFN width (multiples of 64) closest to the middle at that depth."""
     middle = (budget.min_params + budget.max_params) / 2
-    best = min(range(1, 80), key=lambda n: abs(budget.params(base.replace(num_layers=n)) - middle))
-    config = base.replace(num_layers=best)
+    layers = min(range(1, 80), key=lambda n: abs(budget.params(base.replace(num_layers=n)) - middle))
+    config = base.replace(num_layers=layers)
     if not budget.contains(config):
-        raise ValueError(f"no layer count puts {base.summary()} inside {budget}")
+        widths = range(64, 4 * base.ffn_size + 1, 64)
+        ffn = min(widths, key=lambda f: abs(budget.params(config.replace(ffn_size=f)) - middle))
+        config = config.replace(ffn_size=ffn)
+    if not budget.contains(config):
+        raise ValueError(f"no layer count or FFN width puts {base.summary()} inside {budget}")
     return config
 
 
-def search_and_compare(args: argparse.Namespace, space: SearchSpace, predictor: LatencyPredictor, work: Path):
-    budget = Budget(47_500_000, 52_500_000)
-    objective = Objective({"decode_ms": 1.0, "prefill_ms": 1.0})
+def search_and_compare(
+    args: argparse.Namespace,
+    space: SearchSpace,
+    predictor: LatencyPredictor,
+    work: Path,
+    budget: Budget,
+    references: dict[str, ArchConfig],
+    name: str = "search",
+) -> dict[str, Any]:
+    """Search at `budget`, then time the chosen shape, the references (their layer counts fitted to the budget's
+    middle) and --randoms random feasible shapes side by side, in groups that all hold the chosen shape and the
+    references; every ratio is taken within a group."""
+    objective = OBJECTIVE
     result = run_search(
         space,
         budget,
         objective,
         screen=predictor_screen(predictor, PROMPT, PAST),
-        measure=host_measure(PROMPT, PAST, workdir=work / "search", **timing(args)),
+        measure=host_measure(PROMPT, PAST, workdir=work / name, **timing(args)),
         top_k=args.top_k,
+        measure_front=args.measure_front,
         population=args.population,
         generations=args.generations,
         seed=0,
     )
-    result.save(args.out / "search")
+    result.save(args.out / name)
     chosen = result.chosen
-    deep_thin = fit_layers(  # MobileLLM-like: narrow, many layers, GQA
-        ArchConfig(vocab_size=VOCAB, hidden_size=384, num_layers=1, num_heads=6, num_kv_heads=2, ffn_size=1024), budget
-    )
-    wide_shallow = fit_layers(  # PhoneLM-like: wide, few layers, MHA, ReLU, FFN 4×
-        ArchConfig(vocab_size=VOCAB, hidden_size=768, num_layers=1, num_heads=12, ffn_size=3072, activation="relu"),
-        budget,
-    )
+    fitted = {ref: fit_layers(base, budget) for ref, base in references.items()}
     randoms = space.random_feasible(args.randoms, budget, random.Random(11))
-    configs = {"chosen": chosen, "deep-thin": deep_thin, "wide-shallow": wide_shallow}
+    configs = {"chosen": chosen, **fitted}
     configs |= {f"random{i:02d}-{shape_name(c)}": c for i, c in enumerate(randoms)}
-    tables = measure_in_groups(configs, ["chosen", "deep-thin", "wide-shallow"], args, work / "compare")
+    anchors = ["chosen", *fitted]
+    tables = measure_in_groups(configs, anchors, args, work / f"{name}_compare")
     ratios: dict[str, dict[str, list[float]]] = {}
+    randoms_ms: dict[str, dict[str, float]] = {}
     for table in tables:
         for kind, length in (("decode", PAST), ("prefill", PROMPT)):
             mine = table.get("chosen", kind, length)
-            for ref in ("deep-thin", "wide-shallow"):
+            for ref in fitted:
                 ratios.setdefault(ref, {}).setdefault(kind, []).append(table.get(ref, kind, length) / mine)
-            group_randoms = [n for n in table.configs if n.startswith("random")]
-            for n in group_randoms:
+            for n in (n for n in table.configs if n.startswith("random")):
                 ratios.setdefault("randoms", {}).setdefault(kind, []).append(table.get(n, kind, length) / mine)
+                randoms_ms.setdefault(n, {})[kind] = table.get(n, kind, length) / mine
     summary = {
         ref: {kind: statistics.median(values) for kind, values in by_kind.items()} for ref, by_kind in ratios.items()
     }
+    # The median random shape by decode latency (relative to the chosen one, so groups compare): with an even
+    # count, the lower of the two middle ones.
+    ranked = sorted(randoms_ms, key=lambda n: randoms_ms[n]["decode"])
+    median_random = ranked[(len(ranked) - 1) // 2]
     return {
         "budget": budget.to_dict(),
         "objective": objective.to_dict(),
         "chosen": chosen.to_dict(),
         "chosen_summary": chosen.summary(),
-        "references": {"deep-thin": deep_thin.summary(), "wide-shallow": wide_shallow.summary()},
+        "references": {ref: c.to_dict() for ref, c in fitted.items()},
+        "references_summary": {ref: c.summary() for ref, c in fitted.items()},
+        "median_random": {"name": median_random, "arch": configs[median_random].to_dict(), **randoms_ms[median_random]},
         "search_timings_s": result.timings,
-        "screened": len(result.screened),
-        "measured": len(result.measured),
+        "counts": result.counts,
         "ratios_reference_over_chosen": summary,
         "ratios_all": ratios,
         "tables": [t.to_dict() for t in tables],
     }
 
 
+DEEP_THIN = ArchConfig(  # MobileLLM-like: narrow, many layers, GQA
+    vocab_size=VOCAB, hidden_size=384, num_layers=1, num_heads=6, num_kv_heads=2, ffn_size=1024
+)
+WIDE_SHALLOW = ArchConfig(  # PhoneLM-like: wide, few layers, MHA, ReLU, FFN 4×
+    vocab_size=VOCAB, hidden_size=768, num_layers=1, num_heads=12, ffn_size=3072, activation="relu"
+)
+
+
+def timing_and_search_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments this benchmark shares with benchmarks/slm_premise.py: timing, groups, predictor, search."""
+    parser.add_argument("--threads", type=int, default=1, help="ORT intra-op threads when timing (the issue: one)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--group", type=int, default=10, help="shapes per interleaved timing run")
+    parser.add_argument("--calibration", type=int, default=20, help="shapes the predictor is fitted on")
+    parser.add_argument("--held-out", type=int, default=10, help="shapes it is scored on")
+    parser.add_argument("--randoms", type=int, default=30)
+    parser.add_argument("--top-k", type=int, default=4)
+    parser.add_argument("--measure-front", type=int, default=16, help="screened front shapes timed for real, at most")
+    parser.add_argument("--population", type=int, default=32)
+    parser.add_argument("--generations", type=int, default=15)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/slm_search"))
     parser.add_argument("--work", type=Path, default=Path("runs/slm_search_bench"), help="exported graphs")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--group", type=int, default=10, help="shapes per interleaved timing run")
-    parser.add_argument("--calibration", type=int, default=12, help="shapes the predictor is fitted on")
-    parser.add_argument("--held-out", type=int, default=8, help="shapes it is scored on")
-    parser.add_argument("--randoms", type=int, default=30)
-    parser.add_argument("--top-k", type=int, default=4)
-    parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--generations", type=int, default=15)
     parser.add_argument("--stages", default="predictor,search,inversion", help="which figures, comma list")
+    timing_and_search_arguments(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     space = SearchSpace(
@@ -203,12 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     stages = set(args.stages.split(","))
     if "predictor" in stages:
-        acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work))
+        budget = Budget(10_000_000, 100_000_000)
+        acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work, budget))
         print(json.dumps(acc["evaluation"]["groups"], indent=1))
     if "search" in stages:
-        predictor = LatencyPredictor.load_json(args.out / "predictor.json")
-        comparison = stage(args.out, "search", lambda: search_and_compare(args, space, predictor, args.work))
-        keys = ("chosen_summary", "search_timings_s", "ratios_reference_over_chosen")
+        predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
+        budget = Budget(47_500_000, 52_500_000)
+        references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
+        comparison = stage(
+            args.out, "search", lambda: search_and_compare(args, space, predictor, args.work, budget, references)
+        )
+        keys = ("chosen_summary", "references_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
         print(json.dumps({k: comparison[k] for k in keys}, indent=1))
     if "inversion" in stages:
         inv = stage(args.out, "inversion", lambda: inversion(args))
