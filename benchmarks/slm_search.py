@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import random
 import statistics
 import sys
@@ -96,7 +97,6 @@ def on_common_scale(tables: list[LatencyTable], anchors: list[str]) -> tuple[Lat
     """One table from groups timed in separate runs: each group's records are rescaled, per kind and length, by
     the geometric mean over the anchors (timed in every group) of first-group time over this group's time, so
     the machine's drift between runs does not land in the data. Returns the table and each group's factors."""
-    import math
 
     records, factors = [], []
     for table in tables:
