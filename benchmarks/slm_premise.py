@@ -103,7 +103,7 @@ def train_three(args: argparse.Namespace, comparison: dict[str, Any]) -> dict[st
     import lightning as L
     import torch
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads)
     median = comparison["median_random"]
     shapes = {
         "chosen": ArchConfig.from_dict(comparison["chosen"]),
@@ -127,7 +127,7 @@ def train_three(args: argparse.Namespace, comparison: dict[str, Any]) -> dict[st
         "settings": {
             "steps": args.steps,
             "max_files": args.max_files,
-            "threads": args.threads,
+            "threads": args.train_threads,
             "recipe": str(RECIPE.relative_to(RECIPE.parents[2])),
         },
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "lightning": L.__version__},
@@ -164,9 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: comparison[k] for k in keys}, indent=1))
     if "train" in stages:
         comparison = json.loads((args.out / "search.json").read_text())
-        threads, args.threads = args.threads, args.train_threads
         result = stage(args.out, "train", lambda: train_three(args, comparison))
-        args.threads = threads
         print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "rows")}, indent=1))
         for row in result["rows"].values():
             print(f"{row['name']:>14}: {row['summary']}  val loss {row['val_loss']:.4f}")

@@ -201,21 +201,21 @@ def search_and_compare(
     anchors = ["chosen", *fitted]
     tables = measure_in_groups(configs, anchors, args, work / f"{name}_compare")
     ratios: dict[str, dict[str, list[float]]] = {}
-    randoms_ms: dict[str, dict[str, float]] = {}
+    random_ratios: dict[str, dict[str, float]] = {}  # random shape → kind → its time over the chosen one's
     for table in tables:
         for kind, length in (("decode", PAST), ("prefill", PROMPT)):
             mine = table.get("chosen", kind, length)
             for ref in fitted:
                 ratios.setdefault(ref, {}).setdefault(kind, []).append(table.get(ref, kind, length) / mine)
             for n in (n for n in table.configs if n.startswith("random")):
-                ratios.setdefault("randoms", {}).setdefault(kind, []).append(table.get(n, kind, length) / mine)
-                randoms_ms.setdefault(n, {})[kind] = table.get(n, kind, length) / mine
+                random_ratios.setdefault(n, {})[kind] = table.get(n, kind, length) / mine
+    ratios["randoms"] = {kind: [r[kind] for r in random_ratios.values()] for kind in ("decode", "prefill")}
     summary = {
         ref: {kind: statistics.median(values) for kind, values in by_kind.items()} for ref, by_kind in ratios.items()
     }
     # The median random shape by decode latency (relative to the chosen one, so groups compare): with an even
     # count, the lower of the two middle ones.
-    ranked = sorted(randoms_ms, key=lambda n: randoms_ms[n]["decode"])
+    ranked = sorted(random_ratios, key=lambda n: random_ratios[n]["decode"])
     median_random = ranked[(len(ranked) - 1) // 2]
     return {
         "budget": budget.to_dict(),
@@ -224,7 +224,11 @@ def search_and_compare(
         "chosen_summary": chosen.summary(),
         "references": {ref: c.to_dict() for ref, c in fitted.items()},
         "references_summary": {ref: c.summary() for ref, c in fitted.items()},
-        "median_random": {"name": median_random, "arch": configs[median_random].to_dict(), **randoms_ms[median_random]},
+        "median_random": {
+            "name": median_random,
+            "arch": configs[median_random].to_dict(),
+            **random_ratios[median_random],
+        },
         "search_timings_s": result.timings,
         "counts": result.counts,
         "ratios_reference_over_chosen": summary,
