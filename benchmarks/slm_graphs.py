@@ -9,10 +9,12 @@ equality with one GPT's weights on five shapes, and latency of the two graph pai
    norm and every activation; both pairs run in ONNX Runtime on the same inputs at several prompt and past lengths;
    the largest |fast - exported| over every output.
 3. Latency: both pairs of each 50 M shape in one interleaved `ondevice.profile` run (prefill of 64, decode after
-   256), one thread; fast / exported per call. A third pair, the fast graphs with their weights inline in the proto
-   (as the exporter keeps them), tells the weights' storage apart from the graph itself.
+   256), one thread; each over the exported pair per call. The third pair is what `slm export` ships (the fast
+   graphs with a `GPT`'s weights). `--graphs export,fast,inline` instead adds the fast graphs with their weights
+   inline in the proto (as the exporter keeps them), which tells the weights' storage apart from the graph itself.
 
-`--stages latency` runs the last figure alone (into slm_graphs_latency.json), exporting the pairs it needs.
+`--stages latency` runs the last figure alone (into slm_graphs_latency.json, or slm_graphs_latency_<graphs>.json for
+other `--graphs`), exporting the pairs it needs.
 """
 
 from __future__ import annotations
@@ -163,28 +165,31 @@ def equality(work: Path) -> dict[str, Any]:
     return {"lengths": [2, 17, 128], "batch_sizes": [1, 2], "shapes": rows}
 
 
-def ensure_pairs(work: Path) -> None:
-    """Repeat 0's exported and fast pairs of each 50 M shape, written now if the build stage did not run, and a
-    third pair: the fast graphs with their weights inline in the proto, as the exporter keeps them."""
+def ensure_pairs(work: Path, graphs: list[str]) -> None:
+    """Repeat 0's pairs of each 50 M shape, written now if the build stage did not run: "export" (torch's exporter),
+    "fast" (`slm.graphs`, random weights), "inline" (the fast graphs with their weights inline in the proto, as the
+    exporter keeps them) and "shipped" (what `slm export` writes: the fast graphs with a `GPT`'s weights)."""
     import onnx
 
-    from slm.export import export_decode, export_prefill, random_model
+    from slm.export import export_decode, export_graphs, export_prefill, random_model
     from slm.graphs import build_graphs
 
     for name, config in BIG.items():
-        if not pair(work, "export", 0, name, "decode").is_file():
+        if not pair(work, "export", 0, name, "decode").is_file() and "export" in graphs:
             model = random_model(config)
             export_prefill(model, pair(work, "export", 0, name, "prefill"), verify=False)
             export_decode(model, pair(work, "export", 0, name, "decode"), verify=False)
         if not pair(work, "fast", 0, name, "decode").is_file():
             build_graphs(config, pair(work, "fast", 0, name, "prefill").parent)
-        for kind in ("prefill", "decode"):
+        if "shipped" in graphs:
+            export_graphs(random_model(config), pair(work, "shipped", 0, name, "prefill").parent, verify=False)
+        for kind in ("prefill", "decode") if "inline" in graphs else ():
             inline = pair(work, "inline", 0, name, kind)
             inline.parent.mkdir(parents=True, exist_ok=True)
             onnx.save(onnx.load(str(pair(work, "fast", 0, name, kind))), str(inline))  # external data read in
 
 
-GRAPHS = ("export", "fast", "inline")
+GRAPHS = ("export", "fast", "inline", "shipped")
 
 
 def latency(work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -192,12 +197,13 @@ def latency(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     from slm.export import as_arrays, decode_inputs, prefill_inputs
     from slm.graphs import cache_names
 
-    ensure_pairs(work)
+    graphs = args.graphs
+    ensure_pairs(work, graphs)
     candidates = {}
     for name, config in BIG.items():
         tokens = prefill_inputs(config, PROMPT)[0].numpy()
         past = as_arrays(decode_inputs(config, PAST), ["token", *cache_names(config.num_layers, "past")])
-        for how in GRAPHS:
+        for how in graphs:
             candidates[f"{name}/{how}/prefill@{PROMPT}"] = (pair(work, how, 0, name, "prefill"), {"tokens": tokens})
             candidates[f"{name}/{how}/decode@{PAST}"] = (pair(work, how, 0, name, "decode"), past)
     report = profile(
@@ -214,14 +220,14 @@ def latency(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     for name in BIG:
         for kind in (f"prefill@{PROMPT}", f"decode@{PAST}"):
             row = {}
-            for how in GRAPHS:
+            for how in graphs:
                 m = timed[f"{name}/{how}/{kind}"]
                 row[f"{how}_ms"], row[f"{how}_p10_p90_ms"] = m.median_ms, [m.p10_ms, m.p90_ms]
-            row["fast_over_export"] = row["fast_ms"] / row["export_ms"]
-            row["inline_over_export"] = row["inline_ms"] / row["export_ms"]
+            base = graphs[0]
+            row.update({f"{how}_over_{base}": row[f"{how}_ms"] / row[f"{base}_ms"] for how in graphs[1:]})
             rows[f"{name}/{kind}"] = row
-            print(f"[latency] {name} {kind}: " + ", ".join(f"{how} {row[how + '_ms']:.2f} ms" for how in GRAPHS))
-    return {"rows": rows, "environment": report.environment, "settings": report.settings}
+            print(f"[latency] {name} {kind}: " + ", ".join(f"{how} {row[how + '_ms']:.2f} ms" for how in graphs))
+    return {"graphs": graphs, "rows": rows, "environment": report.environment, "settings": report.settings}
 
 
 def main() -> None:
@@ -233,7 +239,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--graphs", default="export,fast,shipped", help=f"latency stage: which pairs, comma list of {GRAPHS}"
+    )
     args = parser.parse_args()
+    args.graphs = args.graphs.split(",")
+    if not args.graphs or sorted(set(args.graphs) - set(GRAPHS)) or len(set(args.graphs)) < len(args.graphs):
+        raise SystemExit(f"--graphs: give distinct pairs from {GRAPHS}, got {args.graphs}")
     stages = args.stages.split(",")
     unknown = sorted(set(stages) - {"build", "equality", "latency"})
     if unknown:
@@ -255,7 +267,10 @@ def main() -> None:
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
-    name = "slm_graphs.json" if len(stages) == 3 else f"slm_graphs_{'_'.join(stages)}.json"
+    name = "slm_graphs" if len(stages) == 3 else f"slm_graphs_{'_'.join(stages)}"
+    if "latency" in stages and args.graphs != ["export", "fast", "shipped"]:
+        name += "_" + "_".join(args.graphs)
+    name += ".json"
     write_json_atomic(args.out / name, result)
     print(f"wrote {args.out / name}")
 

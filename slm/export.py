@@ -1,7 +1,13 @@
 """ONNX graphs of a language model for a device: prefill (prompt → logits, cache) and one decode step.
 
 The decode graph takes the past keys and values of every layer as inputs and returns the grown cache
-as outputs, so a runtime loops it token by token. Both go through `ondevice.export` (fp32, dynamic int8).
+as outputs, so a runtime loops it token by token.
+
+`export_graphs` ships the graphs `slm.graphs` writes from the model's config, with the model's weights, and checks
+them against torch to 1e-4: the graphs the search timed, built in seconds. `via="torch"` traces the model through
+torch's dynamo exporter instead (`export_prefill`, `export_decode`: minutes at 50 M parameters). The two compute the
+same thing (`tests/test_slm_graphs.py`), but the exporter's graphs spend ~0.1 ms a layer more per decode step on
+shape arithmetic (`benchmarks/RESULTS.md`, slm § 0), so what ships by default is the leaner one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from torch import Tensor, nn
 
 from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx
 from slm.arch import ArchConfig
-from slm.graphs import cache_names
+from slm.graphs import build_graphs, cache_names, weights_from_model
 from slm.model import GPT
 
 
@@ -95,14 +101,42 @@ def export_decode(model: GPT, path: str | os.PathLike, past_length: int = 8, ver
     return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2)) if verify else None
 
 
+EXPORTERS = ("graphs", "torch")
+
+
 def export_graphs(
-    model: GPT, out_dir: str | os.PathLike, stem: str = "model", *, int8: bool = False, verify: bool = True
+    model: GPT,
+    out_dir: str | os.PathLike,
+    stem: str = "model",
+    *,
+    int8: bool = False,
+    verify: bool = True,
+    via: str = "graphs",
 ) -> dict[str, Path]:
-    """Write `<stem>.prefill.onnx` and `<stem>.decode.onnx` (and `.int8.onnx` twins) into `out_dir`."""
+    """Write `<stem>.prefill.onnx` and `<stem>.decode.onnx` (and `.int8.onnx` twins) into `out_dir`, checked
+    against torch to 1e-4 at batch sizes 1 and 2 unless `verify` is False.
+
+    `via="graphs"` (the default) writes them with `slm.graphs.build_graphs` from the model's config and weights,
+    which live beside each graph in `<file>.onnx.data`; `via="torch"` traces the model through torch's exporter.
+    """
+    if via not in EXPORTERS:
+        raise ValueError(f"via must be one of {EXPORTERS}, got {via!r}")
     out = Path(out_dir)
     files = {"prefill": out / f"{stem}.prefill.onnx", "decode": out / f"{stem}.decode.onnx"}
-    export_prefill(model, files["prefill"], verify=verify)
-    export_decode(model, files["decode"], verify=verify)
+    if via == "torch":
+        export_prefill(model, files["prefill"], verify=verify)
+        export_decode(model, files["decode"], verify=verify)
+    else:
+        build_graphs(model.config, out, stem=stem, weights=weights_from_model(model))
+        if verify:
+            # the lengths export_prefill and export_decode trace at, and the batch sizes they check
+            config = model.config
+            checks = (
+                (PrefillGraph(model), files["prefill"], prefill_inputs(config, 8, batch_size=2)),
+                (DecodeGraph(model), files["decode"], decode_inputs(config, 8, batch_size=2)),
+            )
+            for graph, path, inputs in checks:
+                verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2))
     if int8:
         for kind in ("prefill", "decode"):
             files[f"{kind}-int8"] = quantize_dynamic_int8(files[kind], out / f"{stem}.{kind}.int8.onnx")

@@ -57,7 +57,7 @@ def test_fast_graphs_equal_the_model_at_every_prompt_and_past_length(name, tmp_p
 def test_fast_graphs_equal_the_exported_graphs_and_keep_their_interface(tmp_path):
     config = ArchConfig.from_name("tiny", qkv_bias=True)  # GQA 4/2, tied head, gated SiLU FFN, QKV bias
     model = random_model(config, seed=7)
-    exported = export_graphs(model, tmp_path / "export", verify=False)
+    exported = export_graphs(model, tmp_path / "export", verify=False, via="torch")
     fast = build_graphs(config, tmp_path / "fast", weights=weights_from_model(model))
     names = ["token", *cache_names(config.num_layers, "past")]
     for kind in ("prefill", "decode"):

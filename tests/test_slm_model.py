@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
 
+from ondevice.export import ExportMismatchError
 from ondevice.profile import count_macs
 from slm.arch import ArchConfig
 from slm.export import (
@@ -142,9 +144,32 @@ def check_graphs_at_other_lengths(model: GPT, files: dict) -> None:
     assert decode.run(None, arrays)[1].shape[2] == 51
 
 
-def test_onnx_prefill_and_decode_match_torch_at_other_lengths(tmp_path):
-    # The tiny GQA preset is checked the same way on the graphs `slm export` writes (test_slm_cli). Two layers
-    # rather than three: the exporter's cost grows with the layer count.
-    model = random_model(SHAPES["mha-untied-bias"].replace(num_layers=2), seed=2)
-    files = export_graphs(model, tmp_path, stem="mha")  # verifies both graphs against torch to 1e-4
+def test_export_ships_the_searched_graphs_checked_against_torch_with_int8_twins(tmp_path, monkeypatch):
+    # The tiny GQA preset is checked the same way through `slm export` (test_slm_cli).
+    model = random_model(SHAPES["mha-untied-bias"], seed=2)
+    files = export_graphs(model, tmp_path, stem="mha", int8=True)  # verifies both graphs against torch to 1e-4
+    assert sorted(files) == ["decode", "decode-int8", "prefill", "prefill-int8"]
+    for kind in ("prefill", "decode"):
+        # slm.graphs' graphs (what the search timed), the trained weights beside them
+        assert onnx.load(str(files[kind]), load_external_data=False).producer_name == "slm.graphs"
+        assert files[kind].with_name(files[kind].name + ".data").stat().st_size >= 4 * model.config.num_params
     check_graphs_at_other_lengths(model, files)
+    # the int8 twins load with their weights inlined and stay close to fp32 on the decode step
+    names = ["token", *cache_names(model.config.num_layers, "past")]
+    feed = as_arrays(decode_inputs(model.config, 20), names)
+    fp32, int8 = (
+        ort.InferenceSession(str(files[k]), providers=["CPUExecutionProvider"]) for k in ("decode", "decode-int8")
+    )
+    a, b = fp32.run(None, feed)[0], int8.run(None, feed)[0]
+    assert np.linalg.norm(b - a) / np.linalg.norm(a) < 0.1
+    # the check is real: weights that drift from the model's are refused, naming the graph
+    import slm.export
+
+    convert = slm.export.weights_from_model
+    monkeypatch.setattr(
+        slm.export, "weights_from_model", lambda m: {k: v + 0.01 * (k == "norm.weight") for k, v in convert(m).items()}
+    )
+    with pytest.raises(ExportMismatchError, match=r"mha\.prefill\.onnx.*differs from torch"):
+        export_graphs(model, tmp_path / "drift", stem="mha")
+    with pytest.raises(ValueError, match="via must be one of"):
+        export_graphs(model, tmp_path, via="dynamo")

@@ -17,7 +17,7 @@ from slm.latency.counts import candidate_name, check_configs, check_length
 from slm.latency.table import LatencyTable
 
 # How candidate graphs are written: from the config (slm.graphs) or through torch's exporter (slm.export).
-GRAPH_BUILDERS = ("fast", "export")
+GRAPH_BUILDERS = ("fast", "torch")
 
 
 def _check_lengths(configs: Mapping[str, ArchConfig], prompt_length: int, past_lengths: Sequence[int]) -> None:
@@ -49,8 +49,9 @@ def export_candidates(
     """Write each config's prefill and decode graphs (random weights from `seed`) into `out_dir`.
 
     `graphs="fast"` (the default) writes them straight from the config (`slm.graphs`: about a second at 50 M
-    parameters); `graphs="export"` traces a random `GPT` through torch's exporter (`slm.export`: minutes at 50 M),
-    checked against torch if `verify`. Both give the same computation and the same inputs and outputs.
+    parameters), the graphs `slm export` ships; `graphs="torch"` traces a random `GPT` through torch's exporter
+    (`slm.export.export_prefill`/`export_decode`: minutes at 50 M), checked against torch if `verify`. Both give the
+    same computation and the same inputs and outputs; the exporter's decode graphs run ~0.1 ms a layer slower.
 
     Returns candidate name → (ONNX path, input arrays), the pair form `ondevice.profile.profile` and
     `ondevice.bundle.write_bundle` take. One decode graph serves every past length (its past axis is
