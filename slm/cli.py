@@ -85,7 +85,27 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
         "--measure-front",
         type=int,
         default=16,
-        help="time every shape of the screened Pareto front, up to this many (default 16; 0: top-k only)",
+        help="time every shape of the screened Pareto front, then the near-best ones (--margin), up to this many "
+        "(default 16; 0: top-k only)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.08,
+        help="also time the shapes whose predicted score is within this fraction of the best (default 0.08, about "
+        "twice the predictor's held-out error at 10-100 M; 0: the front only)",
+    )
+    parser.add_argument(
+        "--confirm",
+        type=int,
+        default=4,
+        help="time the best this many measured shapes again, together, and choose from that run (default 4; 0: off)",
+    )
+    parser.add_argument(
+        "--group-size",
+        type=int,
+        default=12,
+        help="shapes per interleaved timing run, anchored to one scale (memory: 12 at 50 M took 6.5 GB; default 12)",
     )
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=20)
@@ -179,7 +199,8 @@ def _search(args: argparse.Namespace) -> int:
 
         screened = evolve(space, budget, screen, objective, **evolution)
         inside = [e for e in screened if budget.contains(e.config)]
-        chosen = shortlist(inside, objective, args.top_k, measure_front=args.measure_front)
+        selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
+        chosen = shortlist(inside, objective, args.top_k, measure_front=args.measure_front, margin=args.margin)
         bundle = write_search_bundle(
             chosen,
             args.device_bundle,
@@ -187,6 +208,7 @@ def _search(args: argparse.Namespace) -> int:
             budget=budget,
             objective=objective,
             screened=screened,
+            selection=selection,
             **lengths,
             **_timing(args),
         )
@@ -194,9 +216,13 @@ def _search(args: argparse.Namespace) -> int:
         print(f"on the board:  python -m ondevice.device {bundle} --threads {args.threads}")
         print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
         return 0
-    measure = host_measure(args.prompt_length, args.past_length, threads=args.threads, **_timing(args))
-    selection = {"top_k": args.top_k, "measure_front": args.measure_front}
-    result = run_search(space, budget, objective, screen=screen, measure=measure, **selection, **evolution)
+    measure = host_measure(
+        args.prompt_length, args.past_length, threads=args.threads, group_size=args.group_size, **_timing(args)
+    )
+    selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
+    result = run_search(
+        space, budget, objective, screen=screen, measure=measure, confirm=args.confirm, **selection, **evolution
+    )
     return _report(result, Path(args.out or DEFAULT_SEARCH_OUT))
 
 
@@ -218,6 +244,7 @@ def _predictor(args: argparse.Namespace, space: SearchSpace, budget: Budget) -> 
         prompt_length=args.prompt_length,
         past_lengths=(args.past_length,),
         threads=args.threads,
+        group_size=args.group_size,
         **_timing(args),
     )
     predictor = LatencyPredictor.fit(table)
@@ -235,8 +262,12 @@ def _report(result: SearchResult, out: Path) -> int:
     counts = result.counts
     print(
         f"timed for real: {counts['measured']} shapes; predicted only: {counts['predicted_only']} of "
-        f"{counts['screened']} screened; screened front: {counts['front_measured']} of {counts['screened_front']} timed"
+        f"{counts['screened']} screened; screened front: {counts['front_measured']} of {counts['screened_front']} "
+        f"timed; within the margin of the best: {counts['near_best_measured']} of {counts['near_best']} timed"
     )
+    if result.confirmed:
+        names = ", ".join(e.config.name for e in result.confirmed)
+        print(f"chosen from one confirmation run of the {counts['confirmed']} best measured: {names}")
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0

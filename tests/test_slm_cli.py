@@ -69,7 +69,7 @@ def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_boar
     bundle, out = tmp_path / "bundle", tmp_path / "search"
     predictor = law_predictor(tmp_path / "law.json")
     argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(predictor), "--top-k", "2"]
-    argv += ["--population", "8", "--generations", "2", "--measure-front", "3"]
+    argv += ["--population", "8", "--generations", "2", "--measure-front", "3", "--margin", "0"]
     argv += ["--device-bundle", str(bundle), "--out", str(out)]
     assert main(argv + QUICK_TIMING) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -107,11 +107,19 @@ def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_boar
     fastest = min(score, key=score.get)
     front_json = json.loads((out / "front.json").read_text())
     assert front_json["chosen"] == fastest
+    assert {k: front_json["settings"][k] for k in ("top_k", "measure_front", "margin")} == {
+        "top_k": 2,
+        "measure_front": 3,
+        "margin": 0.0,
+    }
     assert front_json["counts"] == {
         "screened": len(screened),
         "screened_front": len(front),
         "front_measured": min(len(front), timed),
+        "near_best": 1,  # --margin 0: the best-scored shape alone, which the bundle holds
+        "near_best_measured": 1,
         "measured": timed,
+        "confirmed": 0,  # the board timed the bundle in one run
         "predicted_only": len({e.config for e in screened}) - timed,
     }
     assert f"timed for real: {timed} shapes; predicted only: {len(screened) - timed} of {len(screened)}" in (

@@ -18,8 +18,10 @@ from slm.latency import (
     features,
     measure,
     memory_bytes,
+    on_common_scale,
     parse_candidate,
     plot_predictions,
+    timing_groups,
 )
 
 TINY = ArchConfig.from_name("tiny")  # vocab 512, context 256, 2 × 64, heads 4/2 × 16, FFN 128
@@ -325,3 +327,56 @@ def test_measured_table_round_trips_and_renders(measured, tmp_path):
     result = evaluate(predictor, table)
     assert result["groups"]["decode@128"]["n"] == 2
     assert np.isfinite([row["predicted_ms"] for row in result["rows"]]).all()
+
+
+# ------------------------------------------------------------------------------------ groups on one scale
+
+
+def test_timing_groups_hold_the_anchors_and_split_the_rest_in_order():
+    configs = shapes()
+    names = list(configs)
+    by_macs = sorted(names, key=lambda n: configs[n].decode_macs(128))
+    assert timing_groups(configs, None) == ([], [names]) and timing_groups(configs, 12) == ([], [names])
+    anchors, groups = timing_groups(configs, 6, anchors=3, past_length=128)
+    assert anchors == [by_macs[0], by_macs[6], by_macs[11]]  # smallest, middle (index round(11 / 2)), largest
+    others = [n for n in names if n not in anchors]
+    assert groups == [anchors + others[0:3], anchors + others[3:6], anchors + others[6:9]]
+    one, groups = timing_groups(configs, 4, anchors=1, past_length=128)
+    assert one == [by_macs[0]] and [len(g) for g in groups] == [4, 4, 4, 3]
+    with pytest.raises(ValueError, match="group_size must be an integer >= 4, got 3"):
+        timing_groups(configs, 3, anchors=3)
+
+
+def test_on_common_scale_rescales_each_group_by_its_anchors():
+    configs = shapes()
+    first = table_from_law({n: configs[n] for n in ("s0", "s1", "s2")}, lambda f: 1.0 + 1e-6 * f["macs"])
+    # the second run: the machine twice as slow for every call, and one new shape
+    second = table_from_law({n: configs[n] for n in ("s0", "s1", "s3")}, lambda f: 2 * (1.0 + 1e-6 * f["macs"]))
+    table, factors = on_common_scale([first, second], ["s0", "s1"])
+    assert set(factors[0].values()) == {1.0} and len(factors[1]) == 4  # prefill@16, prefill@32, decode@64, decode@128
+    assert list(factors[1].values()) == pytest.approx([0.5] * 4)
+    assert sorted(table.configs) == ["s0", "s1", "s2", "s3"]
+    assert len(table.records) == 4 * 4  # each shape once, anchors from the first group
+    for name in ("s0", "s1", "s3"):
+        for kind, length in (("prefill", 16), ("decode", 128)):
+            law = 1.0 + 1e-6 * features(configs[name], kind, length)["macs"]
+            assert table.get(name, kind, length) == pytest.approx(law)
+            assert table.record(name, kind, length).p90_ms == pytest.approx(1.1 * law)
+    with pytest.raises(ValueError, match=r"anchors missing from groups \(group, anchor\): \[\(1, 's2'\)\]"):
+        on_common_scale([first, second], ["s0", "s2"])
+
+
+def test_measure_in_groups_times_every_shape_once_on_the_first_groups_scale(tmp_path):
+    configs = {f"l{n}": TINY.replace(num_layers=n) for n in (1, 2, 3, 4)}
+    quick = dict(prompt_length=16, past_lengths=(32,), threads=1, warmup=1, repeats=3, rounds=1, progress=False)
+    table = measure(configs, group_size=3, anchors=2, workdir=tmp_path, **quick)
+    assert table.settings["anchors"] == ["l1", "l4"]
+    assert table.settings["groups"] == [["l1", "l4", "l2"], ["l1", "l4", "l3"]]
+    assert len(table.settings["group_factors"]) == 2 and table.settings["group_factors"][0] == {
+        "decode@32/onnxruntime/1t": 1.0,
+        "prefill@16/onnxruntime/1t": 1.0,
+    }
+    assert sorted(table.configs) == sorted(configs) and len(table.records) == 4 * 2
+    assert all(r.median_ms > 0 for r in table.records)
+    with pytest.raises(ValueError, match="groups ONNX Runtime runs only"):
+        measure(configs, group_size=3, anchors=2, backends=("onnxruntime", "torch"), **quick)

@@ -20,6 +20,7 @@ from slm.search import (
     SearchSpace,
     crowding_distance,
     evolve,
+    near_best,
     nondominated_sort,
     pareto_front,
     run_search,
@@ -350,7 +351,7 @@ def test_run_search_chooses_by_measured_numbers_and_saves(tmp_path):
     assert int(np.argmin(predicted_scores)) != result.chosen_index  # the bias matters; the measurement decides
     assert result.front == pareto_front([e.metrics for e in result.measured], objective.metrics)
     assert result.chosen_index in result.front
-    assert set(result.timings) == {"screen_s", "measure_s", "total_s"}
+    assert set(result.timings) == {"screen_s", "measure_s", "confirm_s", "total_s"}
 
     paths = result.save(tmp_path / "search")
     assert {p.name for p in paths.values()} == {"front.json", "front.png", "chosen.yaml"}
@@ -387,8 +388,9 @@ def test_run_search_times_the_screened_front_up_to_measure_front_and_counts_what
     assert len(front) == 19  # the biased screen's front over 60 shapes: more than top_k, fewer than 30
     for measure_front, timed in ((0, 3), (5, 5), (19, 19), (30, 19)):
         result = run_search(
-            SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=3, measure_front=measure_front, **evolution
-        )
+            SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=3, measure_front=measure_front, margin=0,
+            **evolution,
+        )  # fmt: skip
         assert [e.config for e in result.screened] == [e.config for e in screened]  # same seed, same screening
         measured = [e.config for e in result.measured]
         assert len(measured) == len(set(measured)) == timed
@@ -398,15 +400,72 @@ def test_run_search_times_the_screened_front_up_to_measure_front_and_counts_what
             "screened": 60,
             "screened_front": 19,
             "front_measured": timed,
+            "near_best": 1,  # at margin 0, the best-scored shape alone
+            "near_best_measured": 1,
             "measured": timed,
+            "confirmed": 4 if timed > 4 else 0,
             "predicted_only": 60 - timed,
         }
         assert result.settings["measure_front"] == measure_front
+    # With a margin, the shapes scored within it of the best are timed too, after the front.
+    scores = objective.scores(points)
+    near = {screened[i].config for i, s in enumerate(scores) if s <= 1.08 * min(scores)}
+    assert len(near) == 10 and len(near - front) == 7  # counted on this screen: 7 of the 10 are off the front
+    for measure_front, timed in ((19, 19), (40, 26)):
+        result = run_search(
+            SPACE, BUDGET, objective, screen=screen, measure=measure, top_k=3, measure_front=measure_front, margin=0.08,
+            **evolution,
+        )  # fmt: skip
+        measured = {e.config for e in result.measured}
+        assert measured == front if measure_front == 19 else measured == front | near
+        counts = result.counts
+        assert (counts["near_best"], counts["near_best_measured"], counts["measured"]) == (10, timed - 16, timed)
+        assert result.settings["margin"] == 0.08
     saved = json.loads(result.save(tmp_path / "search")["front"].read_text())
     assert saved["counts"] == result.counts
     assert SearchResult.load(tmp_path / "search").counts == result.counts
     with pytest.raises(ValueError, match="run_search: measure_front must be an integer >= 0, got -1"):
         run_search(SPACE, BUDGET, objective, screen=screen, measure=measure, measure_front=-1, **evolution)
+    with pytest.raises(ValueError, match=r"run_search: margin must be a number in \[0, 1\)"):
+        run_search(SPACE, BUDGET, objective, screen=screen, measure=measure, margin=1.5, **evolution)
+    assert near_best([1.0, 1.05, 1.1, 2.0], 0.08) == [0, 1] and near_best([], 0.5) == []
+
+
+def test_run_search_confirms_the_best_measured_in_one_run_and_chooses_from_it(tmp_path):
+    objective = Objective({"decode_ms": 1.0, "prefill_ms": 0.5})
+    calls: list[list[ArchConfig]] = []
+
+    def grouped_then_one_run(configs):
+        """The first timing (the shortlist, in groups) flatters the truly second-best shape by half its decode
+        time; the confirmation run tells the truth."""
+        calls.append(list(configs))
+        truth = measure(configs)
+        if len(calls) == 1:
+            scores = objective.scores(truth)
+            flattered = sorted(range(len(truth)), key=scores.__getitem__)[1]
+            truth[flattered] = {**truth[flattered], "decode_ms": 0.5 * truth[flattered]["decode_ms"]}
+        return truth
+
+    evolution = dict(top_k=8, measure_front=0, population=12, generations=4, progress=False)
+    first = run_search(SPACE, BUDGET, objective, screen=screen, measure=grouped_then_one_run, confirm=0, **evolution)
+    fooled = first.chosen
+    assert len(calls) == 1 and not first.confirmed and first.counts["confirmed"] == 0
+    calls.clear()
+    result = run_search(SPACE, BUDGET, objective, screen=screen, measure=grouped_then_one_run, confirm=4, **evolution)
+    assert len(calls) == 2 and len(calls[0]) == 8
+    scores = objective.scores([e.metrics for e in result.measured])
+    best4 = [result.measured[i].config for i in sorted(range(8), key=scores.__getitem__)[:4]]
+    assert calls[1] == best4 and best4[0] == fooled  # the flattered shape led the first timing
+    truth = objective.scores(measure(best4))
+    assert result.chosen == best4[min(range(4), key=truth.__getitem__)] != fooled
+    assert [e.metrics for e in result.confirmed] == measure(best4)
+    assert result.counts["confirmed"] == 4 and result.settings["confirm"] == 4
+    result.save(tmp_path / "search")
+    loaded = SearchResult.load(tmp_path / "search")
+    assert [(e.config, e.metrics) for e in loaded.confirmed] == [(e.config, e.metrics) for e in result.confirmed]
+    assert loaded.chosen == result.chosen
+    with pytest.raises(ValueError, match="run_search: confirm must be an integer >= 0, got -2"):
+        run_search(SPACE, BUDGET, objective, screen=screen, measure=measure, confirm=-2, **evolution)
 
 
 def test_load_errors(tmp_path):

@@ -8,9 +8,9 @@ inspectable latency predictor (non-negative linear in exact counts) to pick shap
 """
 
 from slm.latency.counts import BYTES_PER_PARAM, FEATURES, KINDS, candidate_name, features, memory_bytes, parse_candidate
-from slm.latency.measurement import export_candidates, measure
+from slm.latency.measurement import export_candidates, measure, timing_groups
 from slm.latency.predictor import PREDICTOR_FORMAT, LatencyLaw, LatencyPredictor, evaluate, plot_predictions
-from slm.latency.table import FORMAT_VERSION, TABLE_FORMAT, LatencyRecord, LatencyTable
+from slm.latency.table import FORMAT_VERSION, TABLE_FORMAT, LatencyRecord, LatencyTable, on_common_scale
 
 __all__ = [
     "BYTES_PER_PARAM",
@@ -29,6 +29,8 @@ __all__ = [
     "features",
     "measure",
     "memory_bytes",
+    "on_common_scale",
     "parse_candidate",
     "plot_predictions",
+    "timing_groups",
 ]

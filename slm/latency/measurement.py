@@ -13,8 +13,8 @@ import numpy as np
 
 from ondevice.report import LatencyReport
 from slm.arch import ArchConfig
-from slm.latency.counts import candidate_name, check_configs, check_length
-from slm.latency.table import LatencyTable
+from slm.latency.counts import candidate_name, check_configs, check_length, parse_candidate
+from slm.latency.table import LatencyTable, on_common_scale
 
 # How candidate graphs are written: from the config (slm.graphs) or through torch's exporter (slm.export).
 GRAPH_BUILDERS = ("fast", "torch")
@@ -106,6 +106,27 @@ def _torch_candidates(
     return candidates
 
 
+def timing_groups(
+    configs: Mapping[str, ArchConfig], group_size: int | None, anchors: int = 3, past_length: int = 256
+) -> tuple[list[str], list[list[str]]]:
+    """Split configs into interleaved runs of at most `group_size` shapes: ([], [all]) when they fit in one.
+
+    Otherwise every group holds the same `anchors` shapes, spread evenly by decode MACs at `past_length` (for 3:
+    the smallest, the middle and the largest), and the other shapes in their given order fill the rest.
+    """
+    names = list(configs)
+    if group_size is None or len(names) <= group_size:
+        return [], [names]
+    for what, value, low in (("anchors", anchors, 1), ("group_size", group_size, anchors + 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
+    by_macs = sorted(names, key=lambda n: (configs[n].decode_macs(past_length), n))
+    picks = list(dict.fromkeys(by_macs[round(j * (len(names) - 1) / max(anchors - 1, 1))] for j in range(anchors)))
+    others = [n for n in names if n not in picks]
+    step = group_size - len(picks)
+    return picks, [picks + others[i : i + step] for i in range(0, len(others), step)]
+
+
 def measure(
     configs: Mapping[str, ArchConfig],
     *,
@@ -119,16 +140,25 @@ def measure(
     isolate: bool = True,
     workdir: str | os.PathLike | None = None,
     graphs: str = "fast",
+    group_size: int | None = None,
+    anchors: int = 3,
     progress: bool = True,
     seed: int = 0,
 ) -> LatencyTable:
-    """Export every config and time its prefill and decode calls; all ONNX candidates in one interleaved run.
+    """Export every config and time its prefill and decode calls; all ONNX candidates in one interleaved run, or
+    in runs of at most `group_size` shapes.
 
     Interleaving (A B A B round by round) puts every candidate under the same drift, so their ratios hold
     even when the machine's speed wanders. A "torch" backend is timed in a second run over the eager
     PrefillGraph/DecodeGraph modules (same seed, same weights), since an ONNX file cannot run on torch.
     `workdir` keeps the graphs (under `onnx/`); by default they go to a temporary folder. `graphs` says how they
     are written (`export_candidates`).
+
+    Every shape's sessions stay open through a run, so memory grows with the run: 12 shapes at 50 M parameters
+    took 6.5 GB. With `group_size`, larger sets are timed in groups that all hold `anchors` shapes
+    (`timing_groups`), and each group's times are put on the first group's scale by its anchors
+    (`on_common_scale`); the table's settings record the groups and their factors. Ratios inside a group are
+    as good as in one run; across groups they carry the anchors' error too (~1–2 %).
     """
     from ondevice.profile import BACKENDS, profile
 
@@ -138,6 +168,9 @@ def measure(
     if unknown or not backends:
         raise ValueError(f"backends {list(backends)!r}: choose from {BACKENDS}")
     ort_backends = tuple(b for b in backends if b != "torch")
+    anchor_names, groups = timing_groups(configs, group_size, anchors, max(past_lengths))
+    if anchor_names and "torch" in backends:
+        raise ValueError("group_size groups ONNX Runtime runs only; time the torch backend in a measure of its own")
     settings = dict(
         prompt_length=prompt_length, past_lengths=list(past_lengths), seed=seed, threads=threads, graphs=graphs
     )
@@ -158,13 +191,22 @@ def measure(
             )
             profile_dir = work / "profile"
             profile_dir.mkdir(parents=True, exist_ok=True)
-            reports.append(profile(candidates, backends=ort_backends, isolate=isolate, workdir=profile_dir, **timing))
+            for members in groups:
+                keep = set(members)
+                part = {k: v for k, v in candidates.items() if parse_candidate(k)[0] in keep}
+                reports.append(profile(part, backends=ort_backends, isolate=isolate, workdir=profile_dir, **timing))
         if "torch" in backends:
             candidates = _torch_candidates(configs, prompt_length, past_lengths, seed)
             reports.append(profile(candidates, backends=("torch",), isolate=isolate, **timing))
     finally:
         if owned is not None:
             owned.cleanup()
+    if anchor_names:
+        tables = [LatencyTable.from_report(r, {n: configs[n] for n in g}) for r, g in zip(reports, groups, strict=True)]
+        table, factors = on_common_scale(tables, anchor_names)
+        grouping = {"group_size": group_size, "anchors": anchor_names, "groups": groups, "group_factors": factors}
+        table.settings = {**table.settings, **settings, "backends": list(backends), **grouping}
+        return table
     merged = LatencyReport(
         measurements=[m for r in reports for m in r.measurements],
         models={k: v for r in reports for k, v in r.models.items()},

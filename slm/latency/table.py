@@ -7,7 +7,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,3 +245,34 @@ class LatencyTable:
                     + f" | {analytic / 1e6:.1f} | {peak} |"
                 )
         return "\n".join(lines) + "\n"
+
+
+def on_common_scale(tables: Sequence[LatencyTable], anchors: Sequence[str]) -> tuple[LatencyTable, list[dict]]:
+    """One table from groups timed in separate runs, each holding the `anchors`: every group's records are
+    rescaled, per kind, length, backend and thread count, by the geometric mean over the anchors of the first
+    group's time over this group's, so the machine's drift between runs does not land in the data. An anchor's
+    own records come from the first group. Returns the table and each group's factors (`kind@length/backend`)."""
+    if not tables:
+        raise ValueError("on_common_scale: no tables given")
+    first = tables[0]
+    missing = [(i, a) for i, t in enumerate(tables) for a in anchors if a not in t.configs]
+    if missing:
+        raise ValueError(f"on_common_scale: anchors missing from groups (group, anchor): {missing}")
+    records, factors = [], []
+    for i, table in enumerate(tables):
+        scale = {}
+        for key in sorted({(r.kind, r.length, r.backend, r.threads) for r in table.records}):
+            kind, length, backend, threads = key
+            logs = [
+                math.log(first.get(a, kind, length, backend, threads) / table.get(a, kind, length, backend, threads))
+                for a in anchors
+            ]
+            scale[key] = math.exp(sum(logs) / len(logs)) if logs else 1.0
+        factors.append({f"{k}@{n}/{b}/{t}t": f for (k, n, b, t), f in scale.items()})
+        for r in table.records:
+            if i and r.config in anchors:
+                continue
+            f = scale[(r.kind, r.length, r.backend, r.threads)]
+            records.append(dataclasses.replace(r, median_ms=r.median_ms * f, p10_ms=r.p10_ms * f, p90_ms=r.p90_ms * f))
+    configs = {n: c for t in tables for n, c in t.configs.items()}
+    return LatencyTable(records, configs, dict(first.environment), dict(first.settings)), factors

@@ -11,7 +11,7 @@ pluggable latency source (predictor, host timing or device results), whose short
 
 from slm.search.device import ingest_search_results, write_search_bundle
 from slm.search.evolution import Evaluator, evolve, run_search, shortlist
-from slm.search.pareto import METRICS, Objective, crowding_distance, nondominated_sort, pareto_front
+from slm.search.pareto import METRICS, Objective, crowding_distance, near_best, nondominated_sort, pareto_front
 from slm.search.result import (
     CHOSEN_NAME,
     FRONT_NAME,
@@ -45,6 +45,7 @@ __all__ = [
     "host_measure",
     "ingest_search_results",
     "metrics_from_table",
+    "near_best",
     "nondominated_sort",
     "pareto_front",
     "predictor_screen",

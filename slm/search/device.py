@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,11 @@ def write_search_bundle(
     warmup: int = 5,
     repeats: int = 30,
     rounds: int = 5,
+    selection: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export each shortlisted shape's prefill and decode graphs (fp32) into a new bundle at `out_dir`, with
-    the search's state beside the manifest so `ingest_search_results` can finish the selection."""
+    the search's state beside the manifest so `ingest_search_results` can finish the selection. `selection`
+    (say top_k, measure_front and margin: how the shortlist was drawn) goes into the result's settings."""
     from ondevice.bundle import write_bundle
 
     configs = {shape_name(e.config): e.config for e in shortlist}
@@ -76,6 +78,7 @@ def write_search_bundle(
         "objective": objective.to_dict(),
         "prompt_length": prompt_length,
         "past_length": past_length,
+        "selection": dict(selection or {}),
     }
     write_json_atomic(bundle / STATE_NAME, state)
     return bundle
@@ -124,5 +127,10 @@ def ingest_search_results(results_path: str | os.PathLike, bundle_dir: str | os.
         budget=budget,
         timings={},
         space=SearchSpace.from_dict(state["space"]),
-        settings={"device": report.environment, "results": str(results_path), "bundle": str(bundle)},
+        settings={
+            **state.get("selection", {}),
+            "device": report.environment,
+            "results": str(results_path),
+            "bundle": str(bundle),
+        },
     )

@@ -11,7 +11,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from slm.arch import ArchConfig
-from slm.search.pareto import Objective, crowding_distance, metric_matrix, nondominated_sort, pareto_front
+from slm.search.pareto import (
+    Objective,
+    crowding_distance,
+    metric_matrix,
+    near_best,
+    nondominated_sort,
+    pareto_front,
+)
 from slm.search.result import Evaluated, SearchResult
 from slm.search.space import Budget, SearchSpace
 
@@ -139,19 +146,33 @@ def evolve(
 
 
 def shortlist(
-    candidates: Sequence[Evaluated], objective: Objective, k: int, *, measure_front: int = 0
+    candidates: Sequence[Evaluated],
+    objective: Objective,
+    k: int,
+    *,
+    measure_front: int = 0,
+    margin: float = 0.0,
 ) -> list[Evaluated]:
-    """The candidates to measure: the Pareto front by scalarised score, then the rest by score.
+    """The candidates to measure: the Pareto front, then the shapes whose scalarised score is within `margin`
+    (relative) of the best, then the rest, each part by score.
 
-    At least `k` are taken, and more when the front is bigger: every front shape up to `measure_front` of
-    them, so that a cheap measurement can time the whole front rather than trust the predictor for it.
+    At least `k` are taken, and more when the front and the near-best shapes are more: all of them up to
+    `measure_front`, so that a cheap measurement times every shape the predictor cannot tell from the best
+    (set `margin` to about twice its error) rather than trusting it.
     """
     _check_counts("shortlist", k=(k, 1), measure_front=(measure_front, 0))
+    _check_margin("shortlist", margin)
     points = [c.metrics for c in candidates]
     scores = objective.scores(points)
     front = set(pareto_front(points, objective.metrics))
-    order = sorted(range(len(candidates)), key=lambda i: (i not in front, scores[i], i))
-    return [candidates[i] for i in order[: max(k, min(len(front), measure_front))]]
+    near = set(near_best(scores, margin))
+    order = sorted(range(len(candidates)), key=lambda i: (i not in front, i not in near, scores[i], i))
+    return [candidates[i] for i in order[: max(k, min(len(front | near), measure_front))]]
+
+
+def _check_margin(where: str, margin: float) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < 1:
+        raise ValueError(f"{where}: margin must be a number in [0, 1) (0.08 is 8 % of the best score), got {margin!r}")
 
 
 def run_search(
@@ -163,29 +184,47 @@ def run_search(
     measure: Evaluator,
     top_k: int = 8,
     measure_front: int = 16,
+    margin: float = 0.08,
+    confirm: int = 4,
     population: int = 32,
     generations: int = 20,
     seed: int = 0,
     progress: bool = True,
 ) -> SearchResult:
     """Screen shapes with `screen` (a cheap predictor) through `evolve`, measure the shortlist with `measure`
-    (the screened front up to `measure_front` shapes, and at least `top_k`: `shortlist`), and take the front
-    and the chosen shape (lowest scalarised score) from the measured numbers alone; `SearchResult.counts` says
-    how many shapes were timed and how many only predicted."""
+    (the screened front and the shapes scored within `margin` of the best, up to `measure_front` shapes, and at
+    least `top_k`: `shortlist`), and take the front from the measured numbers alone.
+
+    The chosen shape is the lowest scalarised score. When more than `confirm` shapes were measured (in groups, or
+    one long run), the `confirm` best are measured again together, and the choice comes from that one run: near
+    the best, shapes sit within the measurement's noise of each other, and one run of a few shapes is the
+    sharpest comparison there is. `confirm=0` or 1 chooses from the first measurement. `SearchResult.counts`
+    says how many shapes were timed and how many only predicted.
+    """
     _check_counts("run_search", top_k=(top_k, 1), measure_front=(measure_front, 0))
+    _check_margin("run_search", margin)
+    _check_counts("run_search", confirm=(confirm, 0))
     start = time.perf_counter()
     screened = evolve(
         space, budget, screen, objective, population=population, generations=generations, seed=seed, progress=progress
     )
     screened_at = time.perf_counter()
     inside = [e for e in screened if budget.contains(e.config)]
-    candidates = shortlist(inside, objective, top_k, measure_front=measure_front)
+    candidates = shortlist(inside, objective, top_k, measure_front=measure_front, margin=margin)
     results = _evaluate(measure, [c.config for c in candidates], objective.metrics, "measure")
     measured = [Evaluated(c.config, r, c.generation) for c, r in zip(candidates, results, strict=True)]
     measured_at = time.perf_counter()
     points = [e.metrics for e in measured]
     scores = objective.scores(points)
     chosen = min(range(len(measured)), key=lambda i: (scores[i], i))
+    confirmed: list[Evaluated] = []
+    if confirm > 1 and len(measured) > confirm:
+        best = sorted(range(len(measured)), key=lambda i: (scores[i], i))[:confirm]
+        again = _evaluate(measure, [measured[i].config for i in best], objective.metrics, "measure (confirmation)")
+        confirmed = [Evaluated(measured[i].config, r, measured[i].generation) for i, r in zip(best, again, strict=True)]
+        final = objective.scores([e.metrics for e in confirmed])
+        chosen = best[min(range(len(best)), key=lambda j: (final[j], j))]
+    confirmed_at = time.perf_counter()
     return SearchResult(
         screened=screened,
         measured=measured,
@@ -196,7 +235,8 @@ def run_search(
         timings={
             "screen_s": screened_at - start,
             "measure_s": measured_at - screened_at,
-            "total_s": measured_at - start,
+            "confirm_s": confirmed_at - measured_at,
+            "total_s": confirmed_at - start,
         },
         space=space,
         settings={
@@ -205,5 +245,8 @@ def run_search(
             "seed": seed,
             "top_k": top_k,
             "measure_front": measure_front,
+            "margin": margin,
+            "confirm": confirm,
         },
+        confirmed=confirmed,
     )

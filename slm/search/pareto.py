@@ -168,3 +168,11 @@ def crowding_distance(
         if high > low:
             distance[order[1:-1]] += (values[order[2:], j] - values[order[:-2], j]) / (high - low)
     return [float(d) for d in distance]
+
+
+def near_best(scores: Sequence[float], margin: float) -> list[int]:
+    """Indices of the scores within `margin` (relative) of the lowest."""
+    if not scores:
+        return []
+    best = min(scores)
+    return [i for i, s in enumerate(scores) if s <= best + margin * abs(best)]

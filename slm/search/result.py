@@ -12,7 +12,7 @@ from typing import Any
 from ondevice.io import atomic_path, save_figure, write_json_atomic
 from slm.arch import ArchConfig
 from slm.latency.table import read_json
-from slm.search.pareto import Objective, metric_matrix, pareto_front
+from slm.search.pareto import Objective, metric_matrix, near_best, pareto_front
 from slm.search.space import Budget, SearchSpace, shape_name
 
 RESULT_FORMAT = "slm-search"
@@ -51,7 +51,9 @@ class Evaluated:
 class SearchResult:
     """Screened (predicted) and measured candidates, the measured Pareto front and the chosen shape.
 
-    `front` and `chosen_index` index `measured`; both come from the measured numbers only.
+    `front` and `chosen_index` index `measured`; both come from the measured numbers only. `confirmed`, when
+    the search ran a confirmation, holds the best measured shapes timed again together in one run, and the
+    chosen shape is the best of those by that run.
     """
 
     screened: list[Evaluated]
@@ -63,6 +65,7 @@ class SearchResult:
     timings: dict[str, float]
     space: SearchSpace | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    confirmed: list[Evaluated] = field(default_factory=list)
 
     @property
     def chosen(self) -> ArchConfig:
@@ -73,17 +76,24 @@ class SearchResult:
         """How many shapes the search timed for real against how many it only predicted.
 
         screened: shapes the cheap source scored; screened_front: those on the screened Pareto front (inside the
-        budget); front_measured: how many of the screened front were timed; measured: shapes timed for real;
+        budget); front_measured: how many of the screened front were timed; near_best: screened shapes scored
+        within the search's `margin` of the best (inside the budget); near_best_measured: how many of those were
+        timed; measured: shapes timed for real; confirmed: the best of them timed again in one run to choose;
         predicted_only: screened shapes never timed.
         """
         measured = {e.config for e in self.measured}
         inside = [e for e in self.screened if self.budget.contains(e.config)]
-        front = [inside[i].config for i in pareto_front([e.metrics for e in inside], self.objective.metrics)]
+        points = [e.metrics for e in inside]
+        front = [inside[i].config for i in pareto_front(points, self.objective.metrics)]
+        near = [inside[i].config for i in near_best(self.objective.scores(points), self.settings.get("margin", 0.0))]
         return {
             "screened": len(self.screened),
             "screened_front": len(front),
             "front_measured": sum(c in measured for c in front),
+            "near_best": len(near),
+            "near_best_measured": sum(c in measured for c in near),
             "measured": len(self.measured),
+            "confirmed": len(self.confirmed),
             "predicted_only": len({e.config for e in self.screened} - measured),
         }
 
@@ -122,6 +132,7 @@ class SearchResult:
             "settings": self.settings,
             "space": self.space.to_dict() if self.space is not None else None,
             "measured": measured,
+            "confirmed": [e.to_dict() for e in self.confirmed],
             "screened": [e.to_dict() for e in self.screened],
         }
         paths = {"front": write_json_atomic(out / FRONT_NAME, payload), "plot": out / PLOT_NAME}
@@ -207,6 +218,9 @@ class SearchResult:
                 timings={k: float(v) for k, v in data["timings"].items()},
                 space=SearchSpace.from_dict(data["space"]) if data.get("space") else None,
                 settings=dict(data.get("settings") or {}),
+                confirmed=[
+                    Evaluated.from_dict(e, f"{path}: confirmed[{i}]") for i, e in enumerate(data.get("confirmed", []))
+                ],
             )
         except KeyError as exc:
             raise ValueError(f"{path}: missing field {exc.args[0]!r}") from None
