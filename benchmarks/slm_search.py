@@ -9,9 +9,7 @@ Each stage saves its JSON under --out and is skipped when that file exists (dele
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import random
 import statistics
 import sys
@@ -22,7 +20,15 @@ from typing import Any
 from ondevice.io import write_json_atomic
 from ondevice.profile import profile
 from slm.arch import ArchConfig
-from slm.latency import LatencyPredictor, LatencyTable, evaluate, export_candidates, measure, plot_predictions
+from slm.latency import (
+    LatencyPredictor,
+    LatencyTable,
+    evaluate,
+    export_candidates,
+    measure,
+    on_common_scale,
+    plot_predictions,
+)
 from slm.search import Budget, Objective, SearchSpace, host_measure, predictor_screen, run_search, shape_name
 
 PROMPT, PAST = 64, 256
@@ -78,9 +84,12 @@ def inversion(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def measure_in_groups(configs: dict[str, ArchConfig], anchors: list[str], args: argparse.Namespace, work: Path):
+def measure_in_groups(
+    configs: dict[str, ArchConfig], anchors: list[str], args: argparse.Namespace, work: Path, repeats: int | None = None
+):
     """Export once, then time groups of shapes with the anchors in every group (ONNX Runtime sessions of
-    dozens of 50 M-parameter graphs at once would not fit in memory); ratios are taken within a group."""
+    dozens of 50 M-parameter graphs at once would not fit in memory); ratios are taken within a group.
+    `repeats` overrides --repeats (the comparison's calls)."""
     candidates = export_candidates(configs, work / "onnx", prompt_length=PROMPT, past_lengths=(PAST,))
     others = [n for n in configs if n not in anchors]
     groups = [others[i : i + args.group] for i in range(0, len(others), args.group)] or [[]]
@@ -88,30 +97,10 @@ def measure_in_groups(configs: dict[str, ArchConfig], anchors: list[str], args: 
     for members in groups:
         names = anchors + members
         chosen = {k: v for k, v in candidates.items() if k.split("/")[0] in names}
-        report = profile(chosen, backends=("onnxruntime",), workdir=work / "profile", **timing(args))
+        settings = {**timing(args), **({} if repeats is None else {"repeats": repeats})}
+        report = profile(chosen, backends=("onnxruntime",), workdir=work / "profile", **settings)
         tables.append(LatencyTable.from_report(report, {n: configs[n] for n in names}))
     return tables
-
-
-def on_common_scale(tables: list[LatencyTable], anchors: list[str]) -> tuple[LatencyTable, list[dict[str, float]]]:
-    """One table from groups timed in separate runs: each group's records are rescaled, per kind and length, by
-    the geometric mean over the anchors (timed in every group) of first-group time over this group's time, so
-    the machine's drift between runs does not land in the data. Returns the table and each group's factors."""
-
-    records, factors = [], []
-    for table in tables:
-        scale = {}
-        for kind, length in {(r.kind, r.length) for r in table.records}:
-            logs = [math.log(tables[0].get(a, kind, length) / table.get(a, kind, length)) for a in anchors]
-            scale[(kind, length)] = math.exp(statistics.fmean(logs)) if logs else 1.0
-        factors.append({f"{kind}@{length}": f for (kind, length), f in sorted(scale.items())})
-        for r in table.records:
-            if r.config in anchors and table is not tables[0]:
-                continue  # an anchor's own record comes from the first group
-            f = scale[(r.kind, r.length)]
-            records.append(dataclasses.replace(r, median_ms=r.median_ms * f, p10_ms=r.p10_ms * f, p90_ms=r.p90_ms * f))
-    configs = {n: c for t in tables for n, c in t.configs.items()}
-    return LatencyTable(records, configs, tables[0].environment, tables[0].settings), factors
 
 
 def predictor_accuracy(
@@ -185,9 +174,12 @@ def search_and_compare(
         budget,
         objective,
         screen=predictor_screen(predictor, PROMPT, PAST),
-        measure=host_measure(PROMPT, PAST, workdir=work / name, **timing(args)),
+        # the shortlist in groups of --group with three anchors each, as the predictor's shapes (memory)
+        measure=host_measure(PROMPT, PAST, workdir=work / name, group_size=args.group + 3, **timing(args)),
         top_k=args.top_k,
         measure_front=args.measure_front,
+        margin=args.margin,
+        confirm=args.confirm,
         population=args.population,
         generations=args.generations,
         seed=0,
@@ -199,7 +191,7 @@ def search_and_compare(
     configs = {"chosen": chosen, **fitted}
     configs |= {f"random{i:02d}-{shape_name(c)}": c for i, c in enumerate(randoms)}
     anchors = ["chosen", *fitted]
-    tables = measure_in_groups(configs, anchors, args, work / f"{name}_compare")
+    tables = measure_in_groups(configs, anchors, args, work / f"{name}_compare", repeats=args.compare_repeats)
     ratios: dict[str, dict[str, list[float]]] = {}
     random_ratios: dict[str, dict[str, float]] = {}  # random shape → kind → its time over the chosen one's
     for table in tables:
@@ -256,7 +248,16 @@ def timing_and_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--held-out", type=int, default=10, help="shapes it is scored on")
     parser.add_argument("--randoms", type=int, default=30)
     parser.add_argument("--top-k", type=int, default=4)
-    parser.add_argument("--measure-front", type=int, default=16, help="screened front shapes timed for real, at most")
+    parser.add_argument(
+        "--measure-front", type=int, default=48, help="front and near-best shapes timed for real, at most"
+    )
+    parser.add_argument(
+        "--margin", type=float, default=0.08, help="also time shapes predicted within this of the best score"
+    )
+    parser.add_argument(
+        "--compare-repeats", type=int, default=100, help="timed calls per shape in the comparison with references"
+    )
+    parser.add_argument("--confirm", type=int, default=4, help="the best measured shapes timed again to choose")
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=15)
 
