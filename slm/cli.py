@@ -5,7 +5,8 @@
 - ``slm profile --preset NAME | --config FILE``: prefill and decode latency, side by side (``slm.latency``).
 - ``slm search --budget 40e6:60e6``: runtime-first shape search (``slm.search``); ``--device-bundle DIR`` sends
   the shortlist to a board, ``--ingest RESULTS.json`` finishes from the board's timings (``slm.search.device``).
-- ``slm export``: prefill and decode ONNX graphs of a preset, a config or a trained checkpoint.
+- ``slm export``: prefill and decode ONNX graphs of a preset, a config or a trained checkpoint: the graphs the
+  search times (``slm.graphs``), with the model's weights, checked against torch.
 
 Every subcommand's code is imported only when it is chosen, so ``slm --help`` loads neither torch nor Lightning.
 """
@@ -51,6 +52,13 @@ def profile_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--past-lengths", type=positive_ints, default=[256], help="decode past lengths, e.g. 256,1024")
     parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, onnxruntime-int8, torch (comma list)")
     parser.add_argument("--out", help="folder for latency.json")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="time the whole run this many times in fresh processes and take medians (ONNX Runtime backends; one "
+        "process carries ~2.5 %% timing error of its own)",
+    )
     _timing_arguments(parser)
 
 
@@ -102,6 +110,13 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
         help="time the best this many measured shapes again, together, and choose from that run (default 4; 0: off)",
     )
     parser.add_argument(
+        "--confirm-replicas",
+        type=int,
+        default=3,
+        help="the confirmation's runs, each in fresh worker processes, medians taken (default 3; one process "
+        "carries ~2.5 %% timing error of its own)",
+    )
+    parser.add_argument(
         "--group-size",
         type=int,
         default=12,
@@ -145,6 +160,7 @@ def _profile(args: argparse.Namespace) -> int:
         past_lengths=args.past_lengths,
         backends=args.backends.split(","),
         threads=args.threads,
+        replicas=args.replicas,
         **_timing(args),
     )
     print(table.to_markdown())
@@ -216,12 +232,13 @@ def _search(args: argparse.Namespace) -> int:
         print(f"on the board:  python -m ondevice.device {bundle} --threads {args.threads}")
         print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
         return 0
-    measure = host_measure(
-        args.prompt_length, args.past_length, threads=args.threads, group_size=args.group_size, **_timing(args)
-    )
+    timing = dict(threads=args.threads, group_size=args.group_size, **_timing(args))
+    measure = host_measure(args.prompt_length, args.past_length, **timing)
+    again = host_measure(args.prompt_length, args.past_length, replicas=args.confirm_replicas, **timing)
     selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
+    confirmation = {"confirm": args.confirm, "confirm_measure": again}
     result = run_search(
-        space, budget, objective, screen=screen, measure=measure, confirm=args.confirm, **selection, **evolution
+        space, budget, objective, screen=screen, measure=measure, **confirmation, **selection, **evolution
     )
     return _report(result, Path(args.out or DEFAULT_SEARCH_OUT))
 
@@ -292,8 +309,10 @@ COMMANDS: dict[str, Subcommand] = {
     "search": Subcommand(
         help="runtime-first shape search at a parameter budget",
         description="NSGA-II over decoder shapes inside --budget, screened by a latency predictor (fitted now on "
-        "this machine, or --predictor), then the shortlist measured for real; writes front.json, front.png and "
-        "chosen.yaml (an slm fit config). --device-bundle sends the shortlist to a board; --ingest finishes from "
+        "this machine, or --predictor), then the shortlist (the screened front and the shapes predicted within "
+        "--margin of the best) measured for real in anchored groups, and the best --confirm of those timed again "
+        "together, --confirm-replicas times; writes front.json, front.png and chosen.yaml (an slm fit config). "
+        "--device-bundle sends the shortlist to a board; --ingest finishes from "
         "the board's results.",
         run="slm.cli:_search",
         arguments="slm.cli:search_arguments",

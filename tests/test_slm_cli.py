@@ -19,7 +19,7 @@ from slm.arch import ArchConfig
 from slm.cli import main
 from slm.export import random_model
 from slm.latency import LatencyPredictor, LatencyRecord, LatencyTable, features
-from slm.search import Budget, Evaluated, pareto_front
+from slm.search import Budget, Evaluated, Objective, pareto_front
 from slm.search.device import STATE_NAME
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,6 +131,31 @@ def test_device_search_bundles_the_shortlist_and_picks_the_fastest_from_the_boar
     assert (out / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_host_search_times_front_and_near_best_in_groups_then_chooses_from_a_replicated_confirmation(tmp_path, capsys):
+    out = tmp_path / "search"
+    argv = ["search", "--budget", "50k:400k", *TINY_SPACE, "--predictor", str(law_predictor(tmp_path / "law.json"))]
+    argv += ["--population", "8", "--generations", "2", "--top-k", "5", "--measure-front", "5", "--margin", "0.08"]
+    argv += ["--group-size", "4", "--confirm", "2", "--confirm-replicas", "2", "--out", str(out)]
+    assert main(argv + QUICK_TIMING) == 0
+    front = json.loads((out / "front.json").read_text())
+    counts = front["counts"]
+    assert counts["measured"] == len(front["measured"]) == 5 and counts["confirmed"] == 2
+    assert counts["predicted_only"] == counts["screened"] - 5
+    assert front["settings"] | {"margin": 0.08, "confirm": 2, "measure_front": 5} == front["settings"]
+    # the two best measured, timed again; the choice is the better of the two by that run alone
+    measured = {e["name"]: e["metrics"] for e in front["measured"]}
+    objective = Objective({"decode_ms": 1.0, "prefill_ms": 1.0})
+    scores = objective.scores(list(measured.values()))
+    best2 = [name for _, name in sorted(zip(scores, measured, strict=True))[:2]]
+    confirmed = {e["name"]: e["metrics"] for e in front["confirmed"]}
+    assert list(confirmed) == best2
+    final = objective.scores(list(confirmed.values()))
+    assert front["chosen"] == best2[final.index(min(final))]
+    printed = capsys.readouterr().out
+    assert f"chosen from one confirmation run of the 2 best measured: {', '.join(best2)}" in printed
+    assert "timed for real: 5 shapes" in printed
+
+
 def test_profile_and_export_commands(tmp_path, capsys):
     # Timed on torch: the ONNX Runtime path of `slm.latency.measure` is timed in test_slm_latency, and each export
     # costs seconds.
@@ -140,6 +165,8 @@ def test_profile_and_export_commands(tmp_path, capsys):
     kinds = sorted((r["kind"], r["length"], r["backend"]) for r in table["records"])
     assert kinds == [("decode", 32, "torch"), ("decode", 64, "torch"), ("prefill", 16, "torch")]
     assert "tiny" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="replicas apply to ONNX Runtime runs only"):
+        main(["profile", "--preset", "tiny", "--past-lengths", "32", "--backends", "torch", "--replicas", "2"])
     # --config takes an slm fit config too: its model.init_args.arch (here the preset name "tiny").
     assert (
         main(["export", "--config", str(REPO / "slm" / "configs" / "tiny.yaml"), "--out", str(tmp_path / "onnx")]) == 0

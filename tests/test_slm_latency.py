@@ -1,5 +1,6 @@
 """slm.latency: candidate names, exact features, NNLS law recovery, evaluation maths, a real tiny measurement."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -362,6 +363,21 @@ def test_on_common_scale_rescales_each_group_by_its_anchors():
             law = 1.0 + 1e-6 * features(configs[name], kind, length)["macs"]
             assert table.get(name, kind, length) == pytest.approx(law)
             assert table.record(name, kind, length).p90_ms == pytest.approx(1.1 * law)
+
+    # s3 timed again (a replica) with the machine four times as slow and s3 itself 10 % slower: its call takes the
+    # median of its two rescaled records; the anchors keep their law.
+    def again(f):
+        return 4 * (1.0 + 1e-6 * f["macs"])
+
+    third = table_from_law({n: configs[n] for n in ("s0", "s1", "s3")}, again)
+    third.records = [
+        dataclasses.replace(r, median_ms=1.1 * r.median_ms) if r.config == "s3" else r for r in third.records
+    ]
+    table, factors = on_common_scale([first, second, third], ["s0", "s1"])
+    assert list(factors[2].values()) == pytest.approx([0.25] * 4) and len(table.records) == 16
+    law = 1.0 + 1e-6 * features(configs["s3"], "decode", 64)["macs"]
+    assert table.get("s3", "decode", 64) == pytest.approx(1.05 * law)
+    assert table.get("s0", "decode", 64) == pytest.approx(1.0 + 1e-6 * features(configs["s0"], "decode", 64)["macs"])
     with pytest.raises(ValueError, match=r"anchors missing from groups \(group, anchor\): \[\(1, 's2'\)\]"):
         on_common_scale([first, second], ["s0", "s2"])
 
@@ -378,5 +394,13 @@ def test_measure_in_groups_times_every_shape_once_on_the_first_groups_scale(tmp_
     }
     assert sorted(table.configs) == sorted(configs) and len(table.records) == 4 * 2
     assert all(r.median_ms > 0 for r in table.records)
-    with pytest.raises(ValueError, match="groups ONNX Runtime runs only"):
+    with pytest.raises(ValueError, match="group_size and replicas apply to ONNX Runtime runs only"):
         measure(configs, group_size=3, anchors=2, backends=("onnxruntime", "torch"), **quick)
+    # replicas without groups: every run again in fresh processes, every shape an anchor
+    two = {n: configs[n] for n in ("l1", "l4")}
+    table = measure(two, replicas=2, workdir=tmp_path / "replicas", **quick)
+    assert table.settings["replicas"] == 2 and table.settings["anchors"] == ["l1", "l4"]
+    assert table.settings["groups"] == [["l1", "l4"]] and len(table.settings["group_factors"]) == 2
+    assert len(table.records) == 2 * 2 and all(r.median_ms > 0 for r in table.records)
+    with pytest.raises(ValueError, match="replicas must be an integer >= 1, got 0"):
+        measure(two, replicas=0, **quick)

@@ -464,6 +464,14 @@ def test_run_search_confirms_the_best_measured_in_one_run_and_chooses_from_it(tm
     loaded = SearchResult.load(tmp_path / "search")
     assert [(e.config, e.metrics) for e in loaded.confirmed] == [(e.config, e.metrics) for e in result.confirmed]
     assert loaded.chosen == result.chosen
+    # a confirmation evaluator of its own (say more replicas) times the confirmation, and only it
+    calls.clear()
+    confirmations: list[list[ArchConfig]] = []
+    confirming = run_search(
+        SPACE, BUDGET, objective, screen=screen, measure=grouped_then_one_run, confirm=4,
+        confirm_measure=lambda configs: confirmations.append(list(configs)) or measure(configs), **evolution,
+    )  # fmt: skip
+    assert len(calls) == 1 and confirmations == [best4] and confirming.chosen == result.chosen
     with pytest.raises(ValueError, match="run_search: confirm must be an integer >= 0, got -2"):
         run_search(SPACE, BUDGET, objective, screen=screen, measure=measure, confirm=-2, **evolution)
 

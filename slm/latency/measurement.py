@@ -142,6 +142,7 @@ def measure(
     graphs: str = "fast",
     group_size: int | None = None,
     anchors: int = 3,
+    replicas: int = 1,
     progress: bool = True,
     seed: int = 0,
 ) -> LatencyTable:
@@ -159,6 +160,11 @@ def measure(
     (`timing_groups`), and each group's times are put on the first group's scale by its anchors
     (`on_common_scale`); the table's settings record the groups and their factors. Ratios inside a group are
     as good as in one run; across groups they carry the anchors' error too (~1–2 %).
+
+    One worker process times a graph with an error of its own that more calls do not remove (±2.3–2.9 % at 50 M
+    on this project's machines: `benchmarks/profile_noise.py`). `replicas` > 1 times every run again in fresh
+    processes, puts all runs on one scale (`on_common_scale`; without groups, every shape is an anchor) and takes
+    each call's median over its replicas: the error shrinks about as 1/√replicas, the time grows as replicas.
     """
     from ondevice.profile import BACKENDS, profile
 
@@ -168,9 +174,16 @@ def measure(
     if unknown or not backends:
         raise ValueError(f"backends {list(backends)!r}: choose from {BACKENDS}")
     ort_backends = tuple(b for b in backends if b != "torch")
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
+        raise ValueError(f"replicas must be an integer >= 1, got {replicas!r}")
     anchor_names, groups = timing_groups(configs, group_size, anchors, max(past_lengths))
-    if anchor_names and "torch" in backends:
-        raise ValueError("group_size groups ONNX Runtime runs only; time the torch backend in a measure of its own")
+    if (anchor_names or replicas > 1) and "torch" in backends:
+        raise ValueError(
+            "group_size and replicas apply to ONNX Runtime runs only; time the torch backend in a measure of its own"
+        )
+    if replicas > 1 and not anchor_names:
+        anchor_names = list(configs)  # one group: every shape carries the scale from replica to replica
+    runs = [members for _ in range(replicas) for members in groups]
     settings = dict(
         prompt_length=prompt_length, past_lengths=list(past_lengths), seed=seed, threads=threads, graphs=graphs
     )
@@ -191,7 +204,7 @@ def measure(
             )
             profile_dir = work / "profile"
             profile_dir.mkdir(parents=True, exist_ok=True)
-            for members in groups:
+            for members in runs:
                 keep = set(members)
                 part = {k: v for k, v in candidates.items() if parse_candidate(k)[0] in keep}
                 reports.append(profile(part, backends=ort_backends, isolate=isolate, workdir=profile_dir, **timing))
@@ -202,9 +215,10 @@ def measure(
         if owned is not None:
             owned.cleanup()
     if anchor_names:
-        tables = [LatencyTable.from_report(r, {n: configs[n] for n in g}) for r, g in zip(reports, groups, strict=True)]
+        tables = [LatencyTable.from_report(r, {n: configs[n] for n in g}) for r, g in zip(reports, runs, strict=True)]
         table, factors = on_common_scale(tables, anchor_names)
         grouping = {"group_size": group_size, "anchors": anchor_names, "groups": groups, "group_factors": factors}
+        grouping["replicas"] = replicas
         table.settings = {**table.settings, **settings, "backends": list(backends), **grouping}
         return table
     merged = LatencyReport(

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -248,18 +249,20 @@ class LatencyTable:
 
 
 def on_common_scale(tables: Sequence[LatencyTable], anchors: Sequence[str]) -> tuple[LatencyTable, list[dict]]:
-    """One table from groups timed in separate runs, each holding the `anchors`: every group's records are
-    rescaled, per kind, length, backend and thread count, by the geometric mean over the anchors of the first
-    group's time over this group's, so the machine's drift between runs does not land in the data. An anchor's
-    own records come from the first group. Returns the table and each group's factors (`kind@length/backend`)."""
+    """One table from runs timed separately, each holding the `anchors`: every run's records are rescaled, per
+    kind, length, backend and thread count, by the geometric mean over the anchors of the first run's time over
+    this run's, so the machine's drift between runs does not land in the data. A call timed in several runs (an
+    anchor, or a shape timed again) takes the median of its rescaled records (median, p10 and p90 each). Returns
+    the table and each run's factors (`kind@length/backend/threads`)."""
     if not tables:
         raise ValueError("on_common_scale: no tables given")
     first = tables[0]
     missing = [(i, a) for i, t in enumerate(tables) for a in anchors if a not in t.configs]
     if missing:
         raise ValueError(f"on_common_scale: anchors missing from groups (group, anchor): {missing}")
-    records, factors = [], []
-    for i, table in enumerate(tables):
+    timed: dict[tuple, list[LatencyRecord]] = {}
+    factors = []
+    for table in tables:
         scale = {}
         for key in sorted({(r.kind, r.length, r.backend, r.threads) for r in table.records}):
             kind, length, backend, threads = key
@@ -270,9 +273,12 @@ def on_common_scale(tables: Sequence[LatencyTable], anchors: Sequence[str]) -> t
             scale[key] = math.exp(sum(logs) / len(logs)) if logs else 1.0
         factors.append({f"{k}@{n}/{b}/{t}t": f for (k, n, b, t), f in scale.items()})
         for r in table.records:
-            if i and r.config in anchors:
-                continue
             f = scale[(r.kind, r.length, r.backend, r.threads)]
-            records.append(dataclasses.replace(r, median_ms=r.median_ms * f, p10_ms=r.p10_ms * f, p90_ms=r.p90_ms * f))
+            scaled = dataclasses.replace(r, median_ms=r.median_ms * f, p10_ms=r.p10_ms * f, p90_ms=r.p90_ms * f)
+            timed.setdefault(r.key, []).append(scaled)
+    records = []
+    for runs in timed.values():
+        middle = {name: statistics.median(getattr(r, name) for r in runs) for name in ("median_ms", "p10_ms", "p90_ms")}
+        records.append(dataclasses.replace(runs[0], **middle))
     configs = {n: c for t in tables for n, c in t.configs.items()}
     return LatencyTable(records, configs, dict(first.environment), dict(first.settings)), factors

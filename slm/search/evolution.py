@@ -186,6 +186,7 @@ def run_search(
     measure_front: int = 16,
     margin: float = 0.08,
     confirm: int = 4,
+    confirm_measure: Evaluator | None = None,
     population: int = 32,
     generations: int = 20,
     seed: int = 0,
@@ -198,8 +199,9 @@ def run_search(
     The chosen shape is the lowest scalarised score. When more than `confirm` shapes were measured (in groups, or
     one long run), the `confirm` best are measured again together, and the choice comes from that one run: near
     the best, shapes sit within the measurement's noise of each other, and one run of a few shapes is the
-    sharpest comparison there is. `confirm=0` or 1 chooses from the first measurement. `SearchResult.counts`
-    says how many shapes were timed and how many only predicted.
+    sharpest comparison there is. `confirm_measure` times the confirmation (default: `measure`), say with
+    more replicas (`host_measure(replicas=3)`). `confirm=0` or 1 chooses from the first measurement.
+    `SearchResult.counts` says how many shapes were timed and how many only predicted.
     """
     _check_counts("run_search", top_k=(top_k, 1), measure_front=(measure_front, 0))
     _check_margin("run_search", margin)
@@ -220,7 +222,8 @@ def run_search(
     confirmed: list[Evaluated] = []
     if confirm > 1 and len(measured) > confirm:
         best = sorted(range(len(measured)), key=lambda i: (scores[i], i))[:confirm]
-        again = _evaluate(measure, [measured[i].config for i in best], objective.metrics, "measure (confirmation)")
+        configs = [measured[i].config for i in best]
+        again = _evaluate(confirm_measure or measure, configs, objective.metrics, "confirm_measure")
         confirmed = [Evaluated(measured[i].config, r, measured[i].generation) for i, r in zip(best, again, strict=True)]
         final = objective.scores([e.metrics for e in confirmed])
         chosen = best[min(range(len(best)), key=lambda j: (final[j], j))]

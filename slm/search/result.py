@@ -152,7 +152,9 @@ class SearchResult:
 
     def plot(self, path: str | Path) -> Path:
         """Scatter of the first two objective metrics (or the one metric against parameters): screened grey,
-        measured blue, the measured front ringed and the chosen shape starred."""
+        measured blue, the measured front ringed, the confirmed shapes (where the search confirmed) boxed, and the
+        chosen shape starred. Points sit at their first measurement; the choice among the confirmed ones comes
+        from their confirmation run."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -179,6 +181,11 @@ class SearchResult:
         ax.scatter(*xy(self.measured), s=30, c="tab:blue", label=f"measured ({len(self.measured)})")
         front = [self.measured[i] for i in self.front]
         ax.scatter(*xy(front), s=90, facecolors="none", edgecolors="tab:red", linewidths=1.5, label="measured front")
+        if self.confirmed:
+            measured_at = {e.config: e for e in self.measured}
+            boxed = [measured_at[e.config] for e in self.confirmed if e.config in measured_at]
+            label = f"confirmed: the best {len(self.confirmed)} timed again, the choice among them"
+            ax.scatter(*xy(boxed), s=140, marker="s", facecolors="none", edgecolors="k", linewidths=1.0, label=label)
         chosen = [self.measured[self.chosen_index]]
         ax.scatter(
             *xy(chosen), s=250, marker="*", c="gold", edgecolors="k", zorder=5, label=f"chosen: {self.chosen.name}"
