@@ -176,6 +176,7 @@ def search_and_compare(
         screen=predictor_screen(predictor, PROMPT, PAST),
         # the shortlist in groups of --group with three anchors each, as the predictor's shapes (memory)
         measure=host_measure(PROMPT, PAST, workdir=work / name, group_size=args.group + 3, **timing(args)),
+        confirm_measure=host_measure(PROMPT, PAST, workdir=work / name, replicas=args.confirm_replicas, **timing(args)),
         top_k=args.top_k,
         measure_front=args.measure_front,
         margin=args.margin,
@@ -258,6 +259,7 @@ def timing_and_search_arguments(parser: argparse.ArgumentParser) -> None:
         "--compare-repeats", type=int, default=100, help="timed calls per shape in the comparison with references"
     )
     parser.add_argument("--confirm", type=int, default=4, help="the best measured shapes timed again to choose")
+    parser.add_argument("--confirm-replicas", type=int, default=3, help="runs of the confirmation, fresh processes")
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=15)
 
