@@ -1,7 +1,9 @@
 """Runtime-first search figures on this CPU (ONNX Runtime, batch 1): the survey's Qwen inversion, the latency
-predictor's accuracy on held-out shapes, and a search at a 50 M-parameter budget against three reference shapes.
+predictor's accuracy on held-out shapes, and a search at a 50 M-parameter budget against two reference shapes and
+30 random ones.
 
     python benchmarks/slm_search.py --out benchmarks/results/slm_search   # one ORT thread
+    python benchmarks/slm_search.py --stages finalists --repeats 60       # the kept runs' choices, replicated
 
 Each stage saves its JSON under --out and is skipped when that file exists (delete it to measure again).
 """
@@ -230,6 +232,43 @@ def search_and_compare(
     }
 
 
+FINALIST_RUNS = ("search_front_only", "search_margin", "search_confirm1", "search")
+
+
+def finalists(args: argparse.Namespace, work: Path, budget: Budget, references: dict[str, ArchConfig]) -> dict:
+    """The shapes each kept search run chose, and both references, in one group timed --finalist-replicas times,
+    each time in fresh processes: the sharpest ranking of the top this machine gives (the floor shrinks as
+    1/√replicas)."""
+    configs: dict[str, ArchConfig] = {}
+    chosen_by: dict[str, list[str]] = {}
+    for run in FINALIST_RUNS:
+        path = args.out / f"{run}.json"
+        if path.is_file():
+            config = ArchConfig.from_dict(json.loads(path.read_text())["chosen"])
+            configs.setdefault(shape_name(config), config)
+            chosen_by.setdefault(shape_name(config), []).append(run)
+    configs |= {ref: fit_layers(base, budget) for ref, base in references.items()}
+    # One run per replica, each in fresh processes; every ratio is taken inside its run, then the median.
+    tables = [
+        measure(configs, prompt_length=PROMPT, past_lengths=(PAST,), workdir=work / "finalists", **timing(args))
+        for _ in range(args.finalist_replicas)
+    ]
+    rows = {}
+    for n, c in configs.items():
+        ratios = [t.get(n, "decode", PAST) / t.get("wide-shallow", "decode", PAST) for t in tables]
+        prefill = [t.get(n, "prefill", PROMPT) / t.get("wide-shallow", "prefill", PROMPT) for t in tables]
+        rows[n] = {
+            "chosen_by": chosen_by.get(n, []),
+            "summary": c.summary(),
+            "params_compute": c.num_params_compute,
+            "decode_over_wide_shallow": statistics.median(ratios),
+            "decode_over_wide_shallow_runs": ratios,
+            "prefill_over_wide_shallow": statistics.median(prefill),
+            "decode_ms_runs": [t.get(n, "decode", PAST) for t in tables],
+        }
+    return {"rows": rows, "replicas": args.finalist_replicas, "tables": [t.to_dict() for t in tables]}
+
+
 DEEP_THIN = ArchConfig(  # MobileLLM-like: narrow, many layers, GQA
     vocab_size=VOCAB, hidden_size=384, num_layers=1, num_heads=6, num_kv_heads=2, ffn_size=1024
 )
@@ -269,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/slm_search"))
     parser.add_argument("--work", type=Path, default=Path("runs/slm_search_bench"), help="exported graphs")
     parser.add_argument("--stages", default="predictor,search,inversion", help="which figures, comma list")
+    parser.add_argument("--finalist-replicas", type=int, default=6, help="finalists stage: runs in fresh processes")
     timing_and_search_arguments(parser)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -289,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         keys = ("chosen_summary", "references_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
         print(json.dumps({k: comparison[k] for k in keys}, indent=1))
+    if "finalists" in stages:
+        budget = Budget(47_500_000, 52_500_000)
+        references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
+        top = stage(args.out, "finalists", lambda: finalists(args, args.work, budget, references))
+        for name, row in sorted(top["rows"].items(), key=lambda kv: kv[1]["decode_over_wide_shallow"]):
+            runs = ", ".join(f"{r:.3f}" for r in row["decode_over_wide_shallow_runs"])
+            print(f"{name}: decode {row['decode_over_wide_shallow']:.3f}× wide-shallow ({runs})")
     if "inversion" in stages:
         inv = stage(args.out, "inversion", lambda: inversion(args))
         print(json.dumps({k: v for k, v in inv.items() if k != "table"}, indent=1))
