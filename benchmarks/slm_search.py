@@ -320,18 +320,16 @@ def main(argv: list[str] | None = None) -> int:
         budget = Budget(10_000_000, 100_000_000)
         acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work, budget))
         print(json.dumps(acc["evaluation"]["groups"], indent=1))
+    budget = Budget(47_500_000, 52_500_000)  # the search and its finalists
+    references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
     if "search" in stages:
         predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
-        budget = Budget(47_500_000, 52_500_000)
-        references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
         comparison = stage(
             args.out, "search", lambda: search_and_compare(args, space, predictor, args.work, budget, references)
         )
         keys = ("chosen_summary", "references_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
         print(json.dumps({k: comparison[k] for k in keys}, indent=1))
     if "finalists" in stages:
-        budget = Budget(47_500_000, 52_500_000)
-        references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
         top = stage(args.out, "finalists", lambda: finalists(args, args.work, budget, references))
         for name, row in sorted(top["rows"].items(), key=lambda kv: kv[1]["decode_over_wide_shallow"]):
             runs = ", ".join(f"{r:.3f}" for r in row["decode_over_wide_shallow_runs"])
