@@ -177,7 +177,9 @@ def search_and_compare(
         objective,
         screen=predictor_screen(predictor, PROMPT, PAST),
         # the shortlist in groups of --group with three anchors each, as the predictor's shapes (memory)
-        measure=host_measure(PROMPT, PAST, workdir=work / name, group_size=args.group + 3, **timing(args)),
+        measure=host_measure(
+            PROMPT, PAST, workdir=work / name, group_size=args.group + 3, replicas=args.replicas, **timing(args)
+        ),
         confirm_measure=host_measure(PROMPT, PAST, workdir=work / name, replicas=args.confirm_replicas, **timing(args)),
         top_k=args.top_k,
         measure_front=args.measure_front,
@@ -299,6 +301,7 @@ def timing_and_search_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--confirm", type=int, default=4, help="the best measured shapes timed again to choose")
     parser.add_argument("--confirm-replicas", type=int, default=3, help="runs of the confirmation, fresh processes")
+    parser.add_argument("--replicas", type=int, default=1, help="runs of the first pass (shortlist), fresh processes")
     parser.add_argument("--population", type=int, default=32)
     parser.add_argument("--generations", type=int, default=15)
 
@@ -328,6 +331,16 @@ def main(argv: list[str] | None = None) -> int:
             args.out, "search", lambda: search_and_compare(args, space, predictor, args.work, budget, references)
         )
         keys = ("chosen_summary", "references_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
+        print(json.dumps({k: comparison[k] for k in keys}, indent=1))
+    if "search-replicated" in stages:  # the first pass replicated too (--replicas, default 3 here)
+        args.replicas = max(args.replicas, 3)
+        predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
+        comparison = stage(
+            args.out,
+            "search_replicated",
+            lambda: search_and_compare(args, space, predictor, args.work, budget, references, name="search_replicated"),
+        )
+        keys = ("chosen_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
         print(json.dumps({k: comparison[k] for k in keys}, indent=1))
     if "finalists" in stages:
         top = stage(args.out, "finalists", lambda: finalists(args, args.work, budget, references))

@@ -117,6 +117,13 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
         "carries ~2.5 %% timing error of its own)",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="runs of the first timing pass, each in fresh processes, medians taken (default 1; 3 ranks the near-best "
+        "more surely, at 3× the time)",
+    )
+    parser.add_argument(
         "--group-size",
         type=int,
         default=12,
@@ -233,7 +240,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
         return 0
     timing = dict(threads=args.threads, group_size=args.group_size, **_timing(args))
-    measure = host_measure(args.prompt_length, args.past_length, **timing)
+    measure = host_measure(args.prompt_length, args.past_length, replicas=args.replicas, **timing)
     again = host_measure(args.prompt_length, args.past_length, replicas=args.confirm_replicas, **timing)
     selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
     confirmation = {"confirm": args.confirm, "confirm_measure": again}
