@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from slm_search import PAST, predictor_accuracy, search_and_compare, stage, timing_and_search_arguments
+from slm_search import PAST, predictor_stage, search_stage, stage, timing_and_search_arguments
 
 from ondevice.device.runner import environment
 from ondevice.io import atomic_path
 from slm.arch import ArchConfig
-from slm.latency import LatencyPredictor, LatencyTable
+from slm.latency import LatencyTable
 from slm.search import Budget, SearchSpace
 
 VOCAB = 2048  # the default TextDataModule tokenizer: a vocabulary the default corpus can fill
@@ -151,17 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     stages = set(args.stages.split(","))
     if "predictor" in stages:
-        around = Budget(3_000_000, 15_000_000)
-        acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work, around))
-        print(json.dumps(acc["evaluation"]["groups"], indent=1))
+        predictor_stage(args, space, Budget(3_000_000, 15_000_000))
     if "search" in stages:
-        predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
-        references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
-        comparison = stage(
-            args.out, "search", lambda: search_and_compare(args, space, predictor, args.work, BUDGET, references)
-        )
-        keys = ("chosen_summary", "references_summary", "median_random", "counts", "ratios_reference_over_chosen")
-        print(json.dumps({k: comparison[k] for k in keys}, indent=1))
+        search_stage(args, space, BUDGET, {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW})
     if "train" in stages:
         comparison = json.loads((args.out / "search.json").read_text())
         result = stage(args.out, "train", lambda: train_three(args, comparison))

@@ -306,6 +306,29 @@ def timing_and_search_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--generations", type=int, default=15)
 
 
+def predictor_stage(args: argparse.Namespace, space: SearchSpace, around: Budget) -> None:
+    """The predictor figure (`predictor_accuracy` on shapes of `around`) as predictor.json; prints its groups."""
+    acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work, around))
+    print(json.dumps(acc["evaluation"]["groups"], indent=1))
+
+
+def search_stage(
+    args: argparse.Namespace,
+    space: SearchSpace,
+    budget: Budget,
+    references: dict[str, ArchConfig],
+    name: str = "search",
+) -> dict[str, Any]:
+    """The search figure (`search_and_compare` with the saved latency_predictor.json), saved as `<name>.json`."""
+    predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
+    comparison = stage(
+        args.out, name, lambda: search_and_compare(args, space, predictor, args.work, budget, references, name=name)
+    )
+    keys = ("chosen_summary", "references_summary", "median_random", "counts", "search_timings_s")
+    print(json.dumps({k: comparison[k] for k in (*keys, "ratios_reference_over_chosen")}, indent=1))
+    return comparison
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/slm_search"))
@@ -320,28 +343,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     stages = set(args.stages.split(","))
     if "predictor" in stages:
-        budget = Budget(10_000_000, 100_000_000)
-        acc = stage(args.out, "predictor", lambda: predictor_accuracy(args, space, args.work, budget))
-        print(json.dumps(acc["evaluation"]["groups"], indent=1))
+        predictor_stage(args, space, Budget(10_000_000, 100_000_000))
     budget = Budget(47_500_000, 52_500_000)  # the search and its finalists
     references = {"deep-thin": DEEP_THIN, "wide-shallow": WIDE_SHALLOW}
     if "search" in stages:
-        predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
-        comparison = stage(
-            args.out, "search", lambda: search_and_compare(args, space, predictor, args.work, budget, references)
-        )
-        keys = ("chosen_summary", "references_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
-        print(json.dumps({k: comparison[k] for k in keys}, indent=1))
-    if "search-replicated" in stages:  # the first pass replicated too (--replicas, default 3 here)
-        args.replicas = max(args.replicas, 3)
-        predictor = LatencyPredictor.load_json(args.out / "latency_predictor.json")
-        comparison = stage(
-            args.out,
-            "search_replicated",
-            lambda: search_and_compare(args, space, predictor, args.work, budget, references, name="search_replicated"),
-        )
-        keys = ("chosen_summary", "counts", "search_timings_s", "ratios_reference_over_chosen")
-        print(json.dumps({k: comparison[k] for k in keys}, indent=1))
+        search_stage(args, space, budget, references)
+    if "search-replicated" in stages:  # the first pass replicated too (--replicas, at least 3 here)
+        replicated = argparse.Namespace(**{**vars(args), "replicas": max(args.replicas, 3)})
+        search_stage(replicated, space, budget, references, name="search_replicated")
     if "finalists" in stages:
         top = stage(args.out, "finalists", lambda: finalists(args, args.work, budget, references))
         for name, row in sorted(top["rows"].items(), key=lambda kv: kv[1]["decode_over_wide_shallow"]):
