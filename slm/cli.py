@@ -217,12 +217,12 @@ def _search(args: argparse.Namespace) -> int:
     screen = predictor_screen(_predictor(args, space, budget), args.prompt_length, args.past_length)
     evolution = {"population": args.population, "generations": args.generations, "seed": args.seed}
     lengths = {"prompt_length": args.prompt_length, "past_length": args.past_length}
+    selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
     if args.device_bundle:
         from slm.search.device import write_search_bundle
 
         screened = evolve(space, budget, screen, objective, **evolution)
         inside = [e for e in screened if budget.contains(e.config)]
-        selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
         chosen = shortlist(inside, objective, args.top_k, measure_front=args.measure_front, margin=args.margin)
         bundle = write_search_bundle(
             chosen,
@@ -242,7 +242,6 @@ def _search(args: argparse.Namespace) -> int:
     timing = dict(threads=args.threads, group_size=args.group_size, **_timing(args))
     measure = host_measure(args.prompt_length, args.past_length, replicas=args.replicas, **timing)
     again = host_measure(args.prompt_length, args.past_length, replicas=args.confirm_replicas, **timing)
-    selection = {"top_k": args.top_k, "measure_front": args.measure_front, "margin": args.margin}
     confirmation = {"confirm": args.confirm, "confirm_measure": again}
     result = run_search(
         space, budget, objective, screen=screen, measure=measure, **confirmation, **selection, **evolution

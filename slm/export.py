@@ -81,7 +81,7 @@ def export_prefill(
         output_names=["logits", *cache_names(config.num_layers, "present")],
         dynamic_axes=[{1: prompt}],
     )
-    return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2)) if verify else None
+    return check_against_torch(graph, path, inputs) if verify else None
 
 
 def export_decode(model: GPT, path: str | os.PathLike, past_length: int = 8, verify: bool = True) -> ExportCheck | None:
@@ -98,7 +98,12 @@ def export_decode(model: GPT, path: str | os.PathLike, past_length: int = 8, ver
         output_names=["logits", *cache_names(config.num_layers, "present")],
         dynamic_axes=[{}, *({2: past} for _ in range(2 * config.num_layers))],
     )
-    return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2)) if verify else None
+    return check_against_torch(graph, path, inputs) if verify else None
+
+
+def check_against_torch(graph: nn.Module, path: str | os.PathLike, inputs: tuple[Tensor, ...]) -> ExportCheck:
+    """Every output of the ONNX file against the torch module to 1e-4, at batch sizes 1 and 2."""
+    return verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2))
 
 
 EXPORTERS = ("graphs", "torch")
@@ -128,15 +133,9 @@ def export_graphs(
         export_decode(model, files["decode"], verify=verify)
     else:
         build_graphs(model.config, out, stem=stem, weights=weights_from_model(model))
-        if verify:
-            # the lengths export_prefill and export_decode trace at, and the batch sizes they check
-            config = model.config
-            checks = (
-                (PrefillGraph(model), files["prefill"], prefill_inputs(config, 8, batch_size=2)),
-                (DecodeGraph(model), files["decode"], decode_inputs(config, 8, batch_size=2)),
-            )
-            for graph, path, inputs in checks:
-                verify_onnx(graph, path, inputs, atol=1e-4, batch_sizes=(1, 2))
+        if verify:  # at the lengths export_prefill and export_decode trace at
+            check_against_torch(PrefillGraph(model), files["prefill"], prefill_inputs(model.config, 8, batch_size=2))
+            check_against_torch(DecodeGraph(model), files["decode"], decode_inputs(model.config, 8, batch_size=2))
     if int8:
         for kind in ("prefill", "decode"):
             files[f"{kind}-int8"] = quantize_dynamic_int8(files[kind], out / f"{stem}.{kind}.int8.onnx")

@@ -150,11 +150,11 @@ def test_export_ships_the_searched_graphs_checked_against_torch_with_int8_twins(
     files = export_graphs(model, tmp_path, stem="mha", int8=True)  # verifies both graphs against torch to 1e-4
     assert sorted(files) == ["decode", "decode-int8", "prefill", "prefill-int8"]
     for kind in ("prefill", "decode"):
-        # slm.graphs' graphs (what the search timed), the trained weights beside them
+        # slm.graphs' graphs (what the search timed), the model's weights beside them
         assert onnx.load(str(files[kind]), load_external_data=False).producer_name == "slm.graphs"
         assert files[kind].with_name(files[kind].name + ".data").stat().st_size >= 4 * model.config.num_params
     check_graphs_at_other_lengths(model, files)
-    # the int8 twins load with their weights inlined and stay close to fp32 on the decode step
+    # the int8 twins load and stay close to fp32 on the decode step
     names = ["token", *cache_names(model.config.num_layers, "past")]
     feed = as_arrays(decode_inputs(model.config, 20), names)
     fp32, int8 = (
