@@ -102,7 +102,7 @@ def pair(work: Path, how: str, repeat: int, shape: str, kind: str) -> Path:
 
 
 def build_times(work: Path, repeats: int) -> dict[str, Any]:
-    from slm.export import export_decode, export_prefill, random_model
+    from slm.export import export_graphs, random_model
     from slm.graphs import build_graphs
 
     rows = {}
@@ -111,8 +111,7 @@ def build_times(work: Path, repeats: int) -> dict[str, Any]:
         for r in range(repeats):
             model = random_model(config)  # not timed: both paths start from a shape
             start = time.perf_counter()
-            export_prefill(model, pair(work, "export", r, name, "prefill"), verify=False)
-            export_decode(model, pair(work, "export", r, name, "decode"), verify=False)
+            export_graphs(model, pair(work, "export", r, name, "prefill").parent, verify=False, via="torch")
             exported.append(time.perf_counter() - start)
             start = time.perf_counter()
             build_graphs(config, pair(work, "fast", r, name, "prefill").parent)
@@ -132,7 +131,7 @@ def build_times(work: Path, repeats: int) -> dict[str, Any]:
 def equality(work: Path) -> dict[str, Any]:
     import onnxruntime as ort
 
-    from slm.export import as_arrays, decode_inputs, export_decode, export_prefill, prefill_inputs, random_model
+    from slm.export import as_arrays, decode_inputs, export_graphs, prefill_inputs, random_model
     from slm.graphs import build_graphs, cache_names, weights_from_model
 
     def session(path: Path) -> Any:
@@ -142,8 +141,7 @@ def equality(work: Path) -> dict[str, Any]:
     for name, config in SMALL.items():
         model = random_model(config, seed=3)
         folder = work / "equality" / name
-        export_prefill(model, folder / "export.prefill.onnx")
-        export_decode(model, folder / "export.decode.onnx")
+        export_graphs(model, folder, stem="export", via="torch")  # checked against torch to 1e-4
         fast = build_graphs(config, folder, stem="fast", weights=weights_from_model(model))
         pairs = {
             "prefill": (session(folder / "export.prefill.onnx"), session(fast["prefill"])),
@@ -171,14 +169,14 @@ def ensure_pairs(work: Path, graphs: list[str]) -> None:
     exporter keeps them) and "shipped" (what `slm export` writes: the fast graphs with a `GPT`'s weights)."""
     import onnx
 
-    from slm.export import export_decode, export_graphs, export_prefill, random_model
+    from slm.export import export_graphs, random_model
     from slm.graphs import build_graphs
 
     for name, config in BIG.items():
-        if not pair(work, "export", 0, name, "decode").is_file() and "export" in graphs:
-            model = random_model(config)
-            export_prefill(model, pair(work, "export", 0, name, "prefill"), verify=False)
-            export_decode(model, pair(work, "export", 0, name, "decode"), verify=False)
+        if "export" in graphs and not pair(work, "export", 0, name, "decode").is_file():
+            export_graphs(
+                random_model(config), pair(work, "export", 0, name, "prefill").parent, verify=False, via="torch"
+            )
         if not pair(work, "fast", 0, name, "decode").is_file():
             build_graphs(config, pair(work, "fast", 0, name, "prefill").parent)
         if "shipped" in graphs:
