@@ -25,7 +25,7 @@ from typing import Any
 
 from amr_accuracy import run_all  # the benchmarks' one process-per-run launcher (this folder is on sys.path)
 
-DATA_FILE = "RML2016.10a_dict.pkl"
+DATA_FILE = "RML2016.10a_dict.synthetic.pkl"
 
 PROTOCOL: dict[str, Any] = {
     "norm": "none",

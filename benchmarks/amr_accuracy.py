@@ -60,7 +60,7 @@ TRAININGS = ("ce", "logit", "hybrid")
 LABEL = {"ce": "CE", "logit": "SKD logit KD", "hybrid": "SKD hybrid"}
 SKD_ARGS = ("alpha", "temperature", "beta")
 LOW_SNR_DB = -10
-DATA_FILE = "RML2016.10a_dict.pkl"
+DATA_FILE = "RML2016.10a_dict.synthetic.pkl"
 ACC_KEYS = ("accuracy", "accuracy_snr_ge_10db", "accuracy_snr_le_m10db")
 RUN_KEYS = ("model", "training", "recipe", "seed", *ACC_KEYS, "epochs")
 

@@ -88,7 +88,7 @@ data:
   snrs: 10
 """
     )
-    path = tmp_path / "data" / PRESETS["rml2018.01a"].file_name
+    path = tmp_path / "data" / PRESETS["rml2018.01a"].synthetic_name  # never the real download's name
     assert not path.exists()
     dm.prepare_data()
     assert path.is_file()

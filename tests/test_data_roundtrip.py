@@ -72,13 +72,15 @@ def test_generated_file_reads_back_as_the_synthesizer_examples(generated: dict[s
     assert torch.equal(batch["snr"], want["snr"]) and torch.equal(ds.snr, want["snr"])
 
 
-def test_cli_prints_the_written_path_and_a_folder_gets_the_usual_name(
+def test_cli_prints_the_written_path_and_a_folder_gets_the_synthetic_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     generate(tmp_path, "rml2016.10b", 1)
-    written = tmp_path / PRESETS["rml2016.10b"].file_name
+    written = tmp_path / "RML2016.10b.synthetic.dat"
+    assert PRESETS["rml2016.10b"].synthetic_name == written.name
     assert capsys.readouterr().out.strip() == str(written)
-    assert [p.name for p in tmp_path.iterdir()] == [written.name]  # and no partial file left
+    # the file and its provenance record, and no partial file left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [written.name, written.name + ".provenance.json"]
 
 
 def test_cli_reports_a_missing_folder_with_exit_code_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -534,7 +534,8 @@ def _fail_on_call(monkeypatch: pytest.MonkeyPatch, failing_call: int, seen: list
 
 @pytest.mark.parametrize(
     ("preset", "file_name", "failing_call"),
-    [("rml2016.10a", "RML2016.10a_dict.pkl", 3), ("rml2018.01a", "GOLD_XYZ_OSC.0001_1024.hdf5", 1)],
+    # a folder receives the synthetic name, never the real download's
+    [("rml2016.10a", "RML2016.10a_dict.synthetic.pkl", 3), ("rml2018.01a", "GOLD_XYZ_OSC.0001_1024.synthetic.hdf5", 1)],
 )
 def test_failed_generation_leaves_no_partial_file_and_no_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preset: str, file_name: str, failing_call: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -16,6 +17,7 @@ import torch
 
 from rfml.cli import main as rfml_main
 from rfml.data import DatasetFormatError, RadioML2016, RadioML2018
+from rfml.data.base import PROVENANCE_ATTR
 from rfml.data.cards import CARDS
 from rfml.data.synthetic import PRESETS, write_dataset
 from rfml.data.verify import convert, info, verify
@@ -248,10 +250,16 @@ def test_command_exit_codes(generated: dict[str, Path], tmp_path: Path, capsys: 
     assert rfml_main(["dataset", "info", str(tmp_path / "junk.pkl")]) == 2
     assert "junk.pkl: not a readable pickle" in capsys.readouterr().err
     assert rfml_main(["dataset", "info", path]) == 0
-    assert "examples: 440 in 220 (class, SNR) keys: 220 of 2" in capsys.readouterr().out
+    described = capsys.readouterr().out
+    assert "examples: 440 in 220 (class, SNR) keys: 220 of 2" in described
+    assert "made by:  rfml generate (preset rml2016.10a, seed 0, channel rml2016, per_key 2, version " in described
     assert rfml_main(["dataset", "convert", path, str(tmp_path), "--quiet"]) == 0
     written = capsys.readouterr().out.strip()
-    assert written == str(tmp_path / "RML2016.10a_dict.hdf5") and os.path.isfile(written)
+    assert written == str(tmp_path / "RML2016.10a_dict.synthetic.hdf5") and os.path.isfile(written)
+    # the generated pickle's provenance record travels into the converted file
+    with h5py.File(written, "r") as handle:
+        record = json.loads(handle.attrs[PROVENANCE_ATTR])
+    assert (record["preset"], record["per_key"]) == ("rml2016.10a", 2) and "files" not in record
     assert rfml_main(["dataset"]) == 2
 
 

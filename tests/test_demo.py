@@ -31,5 +31,5 @@ def test_demo_trains_distils_times_and_tabulates_five_models(tmp_path: Path) -> 
     table = (tmp_path / "table.md").read_text()
     params, macs = param_count("kd_mobilenet", 11), mac_count("kd_mobilenet", 11)
     assert table.count("\n") == 2 + 5 and f"| KD-MobileNet + SKD | {params:,} | {macs / 1e6:.2f} M |" in table
-    for name in ("accuracy_vs_snr.png", "latency.png", "summary.json", "RML2016.10a_dict.pkl"):
+    for name in ("accuracy_vs_snr.png", "latency.png", "summary.json", "RML2016.10a_dict.synthetic.pkl"):
         assert (tmp_path / name).is_file()

@@ -29,7 +29,8 @@ def ism_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_generate_writes_schmidts_layout_and_the_loader_reads_it_back(ism_dir: Path) -> None:
-    assert sorted(os.listdir(ism_dir)) == ["data_iq.p", "labels.p"]  # nothing partial left behind
+    # the two pickles and the provenance record; nothing partial left behind
+    assert sorted(os.listdir(ism_dir)) == ["data_iq.p", "labels.p", "provenance.json"]
     data = load_array_pickle(ism_dir / "data_iq.p")  # the restricted unpickler: only numpy arrays
     labels = load_array_pickle(ism_dir / "labels.p")
     assert data.shape == (15, 21, PER_KEY, 128, 2) and data.dtype == np.float32

@@ -23,6 +23,7 @@ _EXPORTS = {
     "BlockShuffleSampler": "rfml.data.sampling",
     "EpochLoader": "rfml.data.sampling",
     "DatasetFormatError": "rfml.data.base",
+    "DatasetIdentityError": "rfml.data.base",
     "SignalDataset": "rfml.data.base",
     "UnsafePickleError": "rfml.data.safe_pickle",
     "load_array_pickle": "rfml.data.safe_pickle",

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ondevice.errors import InputError
+
 Batch = dict[str, torch.Tensor]
+
+log = logging.getLogger("rfml.data")
 
 
 def gather_frames(frames: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -25,13 +33,147 @@ def gather_frames(frames: torch.Tensor, positions: torch.Tensor) -> torch.Tensor
     return frames.index_select(0, positions)
 
 
-class DatasetFormatError(ValueError):
-    """A dataset file does not have the expected layout; the message names the file and the field."""
+class DatasetFormatError(ValueError, InputError):
+    """A dataset file does not have the expected layout; the message names the file and the field.
+
+    An :class:`ondevice.errors.InputError`, so the commands print it as one line with exit code 2.
+    """
 
     def __init__(self, path: str, field: str, problem: str) -> None:
         super().__init__(f"{path}: field {field!r}: {problem}")
         self.path = path
         self.field = field
+
+
+class DatasetIdentityError(DatasetFormatError):
+    """A dataset file is readable but is not the data asked for (per-key count, classes, SNRs, or the preset, seed,
+    channel or per_key of its provenance record); the message says what differs and how to regenerate it."""
+
+
+# ---- provenance: what a generated file records about how it was made --------------------------------------------
+
+PROVENANCE_ATTR = "rfml_provenance"  # the HDF5 file attribute (a JSON string) that holds the record
+SIDECAR_SUFFIX = ".provenance.json"  # a pickle's record: <file>.provenance.json beside it
+ISM_RECORD = "provenance.json"  # the ISM folder's record, beside data_iq.p and labels.p
+PROVENANCE_FIELDS = ("preset", "seed", "channel", "per_key", "classes", "snrs", "length", "version")
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> str:
+    """Where the provenance record of a pickled dataset file lives: ``<path>.provenance.json``."""
+    return os.fspath(path) + SIDECAR_SUFFIX
+
+
+def parse_provenance(text: str, where: str) -> dict[str, Any]:
+    """A provenance record from its JSON text, checked for the fields :data:`PROVENANCE_FIELDS`."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DatasetFormatError(where, "<provenance>", f"not valid JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise DatasetFormatError(where, "<provenance>", f"expected a JSON object, found {type(record).__name__}")
+    missing = [name for name in PROVENANCE_FIELDS if name not in record]
+    if missing:
+        raise DatasetFormatError(where, "<provenance>", f"missing {missing}; a record written by rfml has them all")
+    return record
+
+
+def read_sidecar(record_path: str, data_files: Mapping[str, str]) -> dict[str, Any] | None:
+    """The provenance record at ``record_path`` (``None`` when there is none), checked against ``data_files``
+    (name in the record -> path): each file must still have the size recorded when it was written."""
+    if not os.path.isfile(record_path):
+        return None
+    with open(record_path, encoding="utf-8") as handle:
+        record = parse_provenance(handle.read(), record_path)
+    sizes = record.get("files")
+    if not isinstance(sizes, dict):
+        raise DatasetFormatError(record_path, "files", "expected an object {file name: size in bytes}")
+    for name, path in data_files.items():
+        if not os.path.isfile(path):
+            continue  # the loader names the missing file
+        found = os.path.getsize(path)
+        if sizes.get(name) != found:
+            raise DatasetIdentityError(
+                path,
+                "<file bytes>",
+                f"its provenance record {record_path} was written for {sizes.get(name)} bytes, the file has {found}: "
+                f"it was replaced or changed since it was generated; delete {record_path} if this is real data, "
+                "or regenerate the file",
+            )
+    return record
+
+
+def regenerate_command(preset: str, per_key: int, seed: int, channel: str | None, out: str) -> str:
+    """The ``rfml generate`` command line that writes ``preset`` with these settings to ``out``, in backquotes."""
+    channel_flag = f" --channel {channel}" if channel else ""
+    return f"`rfml generate --preset {preset} --per-key {per_key} --seed {seed}{channel_flag} --out {out}`"
+
+
+def describe_provenance(record: Mapping[str, Any]) -> str:
+    return f"preset {record['preset']}, seed {record['seed']}, channel {record['channel']}, per_key {record['per_key']}"
+
+
+def announce_synthetic(path: str, record: Mapping[str, Any]) -> None:
+    """Log the one line every load of a generated file gives: ``synthetic data (preset …) at PATH``.
+
+    A warning, so it is seen without any logging set up (Python's last-resort handler prints warnings to stderr):
+    a run on synthetic data that looks like a run on the real set is the mistake this line exists to catch. Raise
+    the ``rfml.data`` logger's level to hide it.
+    """
+    log.warning("synthetic data (%s) at %s", describe_provenance(record), path)
+
+
+def key_counts(y: torch.Tensor, snr: torch.Tensor, num_classes: int, snrs: Sequence[int]) -> torch.Tensor:
+    """Examples per (class, SNR) key, ``int64 [num_classes, len(snrs)]``, for labels ``y`` and SNRs ``snr``."""
+    grid = torch.as_tensor(list(snrs), dtype=torch.int64)
+    position = torch.searchsorted(grid, snr)
+    keys = y * len(grid) + position.clamp(max=len(grid) - 1)
+    return torch.bincount(keys, minlength=num_classes * len(grid)).reshape(num_classes, len(grid))
+
+
+def check_identity(
+    dataset: SignalDataset,
+    path: str,
+    classes: Sequence[str],
+    snrs: Sequence[int],
+    per_key: int,
+    source: str,
+    hint: str,
+) -> None:
+    """Raise :class:`DatasetIdentityError` unless ``dataset`` holds the class set ``classes``, the SNR grid ``snrs``
+    and ``per_key`` examples in every (class, SNR) key. ``source`` names who expects that (``"the config"``) and
+    ``hint`` says how to get the right file; both go into the message."""
+    if not dataset.names_from_file:
+        if len(dataset.classes) != len(classes):
+            raise DatasetIdentityError(
+                path, "classes", f"holds {len(dataset.classes)} classes, {source} expects {len(classes)}; {hint}"
+            )
+    elif sorted(dataset.classes) != sorted(classes):
+        missing = [name for name in classes if name not in dataset.classes]
+        extra = [name for name in dataset.classes if name not in classes]
+        found = "; ".join(f"{what} {names}" for what, names in (("missing", missing), ("extra", extra)) if names)
+        raise DatasetIdentityError(
+            path, "classes", f"holds {len(dataset.classes)} classes, {source} expects {len(classes)}: {found}; {hint}"
+        )
+    if list(dataset.snrs) != list(snrs):
+        missing = sorted(set(snrs) - set(dataset.snrs))
+        extra = sorted(set(dataset.snrs) - set(snrs))
+        found = "; ".join(f"{what} {values}" for what, values in (("missing", missing), ("extra", extra)) if values)
+        raise DatasetIdentityError(
+            path,
+            "SNR grid",
+            f"holds SNRs {list(dataset.snrs)} dB, {source} expects {list(snrs)} dB: {found}; {hint}",
+        )
+    counts = key_counts(dataset.y, dataset.snr, len(dataset.classes), dataset.snrs)
+    wrong = counts != per_key
+    if bool(wrong.any()):
+        low, high = int(counts.min()), int(counts.max())
+        held = f"{low}" if low == high else f"{low} to {high}"
+        raise DatasetIdentityError(
+            path,
+            "per_key",
+            f"holds {held} examples per (class, SNR) key ({int(wrong.sum())} of {counts.numel()} keys differ), "
+            f"{source} expects per_key {per_key}; {hint}",
+        )
 
 
 class SignalDataset(Dataset[Batch], ABC):
@@ -47,6 +189,10 @@ class SignalDataset(Dataset[Batch], ABC):
     snrs: list[int]
     y: torch.Tensor
     snr: torch.Tensor
+    # How a generated file was made (see :func:`parse_provenance`); None for real data and on-the-fly sets.
+    provenance: dict[str, Any] | None = None
+    # Whether ``classes`` are names the file stores (a RadioML 2018 file stores only one-hot columns).
+    names_from_file = True
     # Rows per shuffled block when reading in bulk (see rfml.data.sampling): 1, a full shuffle, for
     # data in memory or generated; file-backed data reads larger contiguous blocks.
     read_block_rows = 1
@@ -58,6 +204,25 @@ class SignalDataset(Dataset[Batch], ABC):
     @abstractmethod
     def length(self) -> int:
         """Complex samples per frame."""
+
+    def _identify(self, path: str, record: dict[str, Any] | None) -> None:
+        """Keep ``record`` (a generated file's provenance), check that the file holds what it records, announce it."""
+        self.provenance = record
+        if record is None:
+            return
+        check_identity(
+            self,
+            path,
+            record["classes"],
+            record["snrs"],
+            int(record["per_key"]),
+            "its provenance record",
+            "the file was changed after rfml generate wrote it; regenerate it: "
+            + regenerate_command(
+                record["preset"], int(record["per_key"]), int(record["seed"]), record["channel"], path
+            ),
+        )
+        announce_synthetic(path, record)
 
     @abstractmethod
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:

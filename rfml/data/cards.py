@@ -16,7 +16,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from rfml.data.base import DatasetFormatError
+from rfml.data.base import (
+    ISM_RECORD,
+    PROVENANCE_ATTR,
+    DatasetFormatError,
+    describe_provenance,
+    parse_provenance,
+    read_sidecar,
+    sidecar_path,
+)
 from rfml.data.radioml import RadioML2018
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.data.synthetic import PRESETS, DatasetPreset
@@ -89,6 +97,7 @@ class DatasetInfo:
     format: str | None = None
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (check, field, problem) met in reading
     label_error: str | None = None  # why the labels could not be counted, if they could not
+    provenance: dict[str, Any] | None = None  # the record of a file rfml generate wrote; None for other files
 
     @property
     def examples(self) -> int:
@@ -119,6 +128,12 @@ class DatasetInfo:
             f"examples: {self.examples:,} in {len(self.counts)} (class, SNR) keys: "
             + ", ".join(f"{keys} of {count}" for count, keys in per_key),
             f"length:   {self.length} complex samples per frame",
+            "made by:  "
+            + (
+                f"rfml generate ({describe_provenance(self.provenance)}, version {self.provenance['version']})"
+                if self.provenance
+                else "no provenance record (not written by rfml generate)"
+            ),
         ]
         if self.layout == "pickle":
             frames = Counter((a.shape[1:], a.dtype) for a in self.arrays)
@@ -206,6 +221,8 @@ def _read_hdf5(path: str) -> DatasetInfo:
         info.dataset = str(handle.attrs["dataset"]) if "dataset" in handle.attrs else None
         if "classes" in handle.attrs:
             info.classes = [str(name) for name in handle.attrs["classes"]]
+        if PROVENANCE_ATTR in handle.attrs:
+            info.provenance = parse_provenance(str(handle.attrs[PROVENANCE_ATTR]), f"{path} ({PROVENANCE_ATTR})")
         sets = {name: handle.get(name) for name in ("X", "Y", "Z")}
         for name, item in sets.items():
             if not isinstance(item, h5py.Dataset):
@@ -221,7 +238,7 @@ def _read_hdf5(path: str) -> DatasetInfo:
         return info
     names = info.classes if info.classes is not None else [f"class {i}" for i in range(info.num_classes)]
     try:  # the 2018 loader reduces Y (chunk by chunk) and validates it as one-hot
-        loaded = RadioML2018(path, class_order=names)
+        loaded = RadioML2018(path, class_order=names, check_provenance=False)
     except DatasetFormatError as err:
         info.label_error = str(err)
         return info
@@ -236,6 +253,7 @@ def _read_ism(folder: str, card: DatasetPreset) -> DatasetInfo:
     data_path, labels_path = os.path.join(folder, "data_iq.p"), os.path.join(folder, "labels.p")
     data, labels = load_array_pickle(data_path), load_array_pickle(labels_path)
     info = DatasetInfo(data_path, "ism", _sizes(data_path, labels_path), dataset=card.name)
+    info.provenance = read_sidecar(os.path.join(folder, ISM_RECORD), {"data_iq.p": data_path, "labels.p": labels_path})
     for name, value in (("data_iq", data), ("labels", labels)):
         if isinstance(value, np.ndarray):
             info.arrays.append(Array(name, value.shape, str(value.dtype), name))
@@ -277,8 +295,10 @@ def read(path: str | os.PathLike[str]) -> tuple[DatasetInfo, dict[Any, Any] | No
         info = _read_hdf5(path)
         info.dataset = match_card(info)[0]
         return info, None
+    record = read_sidecar(sidecar_path(path), {"data": path})
     data = load_array_pickle(path)
     info = _read_pickle(path, data)
+    info.provenance = record
     info.dataset = match_card(info)[0]
     return info, data
 

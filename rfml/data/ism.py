@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from rfml.data.base import DatasetFormatError, InMemorySignalDataset
+from rfml.data.base import ISM_RECORD, DatasetFormatError, InMemorySignalDataset, read_sidecar
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.dsp.ism import CLASSES_ISM, SNRS_ISM
 
@@ -20,6 +20,9 @@ AXES = ("class", "SNR", "vector", "sample", "I/Q")
 
 class ISMInterference(InMemorySignalDataset):
     """Schmidt's ISM interference vectors, held in memory, ordered (class, SNR, vector).
+
+    A folder written by ``rfml generate`` also holds ``provenance.json``: the files must hold what it records, and
+    each load logs one ``synthetic data (…) at FOLDER`` line (logger ``rfml.data``).
 
     Args:
         path: the directory holding ``data_iq.p`` and ``labels.p``, or the ``data_iq.p`` file itself.
@@ -31,6 +34,9 @@ class ISMInterference(InMemorySignalDataset):
         data_path = os.path.join(folder, "data_iq.p") if os.path.isdir(path) else path
         labels_path = os.path.join(folder, "labels.p")
         self.path = data_path
+        if not os.path.isfile(data_path):
+            raise FileNotFoundError(f"{data_path}: no such file (the ISM set is a folder with data_iq.p and labels.p)")
+        record = read_sidecar(os.path.join(folder, ISM_RECORD), {"data_iq.p": data_path, "labels.p": labels_path})
         data = load_array_pickle(data_path)
         labels = load_array_pickle(labels_path)
         classes, snrs = len(CLASSES_ISM), len(SNRS_ISM)
@@ -71,6 +77,7 @@ class ISMInterference(InMemorySignalDataset):
         self.x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         self.y = torch.from_numpy(labels.reshape(-1).astype(np.int64))
         self.snr = torch.tensor(SNRS_ISM).repeat_interleave(vectors).repeat(classes)
+        self._identify(folder or ".", record)
 
     def __repr__(self) -> str:
         return f"ISMInterference({self.path!r}: {len(self)} vectors of {self.length} samples)"

@@ -8,7 +8,15 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from rfml.data.base import ClassSubset, SignalDataset
+from rfml.data.base import (
+    ClassSubset,
+    DatasetIdentityError,
+    SignalDataset,
+    check_identity,
+    describe_provenance,
+    regenerate_command,
+    sidecar_path,
+)
 from rfml.data.ism import ISMInterference
 from rfml.data.radioml import RadioML2016, RadioML2018
 from rfml.data.sampling import BatchStream, BlockShuffleSampler, EpochLoader
@@ -16,46 +24,142 @@ from rfml.data.selection import BandSelect, Pipeline, SampleSelect, visible_clas
 from rfml.data.splits import parse_snrs, parse_split, snr_mask, stratified_split
 from rfml.data.synthetic import PRESETS, SyntheticSignals, get_preset, write_dataset
 from rfml.data.views import View
+from rfml.dsp.channel import channel_preset
 from rfml.dsp.ism import ISM_CLASSES
 
 SYNTHETIC_PREFIX = "synthetic:"
 
 
 def dataset_path(dataset: str, data_dir: str = "data") -> str | None:
-    """The file a preset name stands for inside ``data_dir``; ``None`` for paths and on-the-fly sets."""
-    return os.path.join(data_dir, PRESETS[dataset].file_name) if dataset in PRESETS else None
+    """The generated file a preset name stands for inside ``data_dir``: its synthetic name
+    (:attr:`rfml.data.synthetic.DatasetPreset.synthetic_name`, e.g. ``RML2016.10a_dict.synthetic.pkl``), never the
+    real file's; ``None`` for paths and on-the-fly sets."""
+    return os.path.join(data_dir, PRESETS[dataset].synthetic_name) if dataset in PRESETS else None
+
+
+def _claimed_preset(path: str) -> str | None:
+    """The preset whose real or synthetic file name ``path`` carries: what the file says it is. (The published ISM
+    set has no name of its own, so an ISM folder claims nothing by its name.)"""
+    name = os.path.basename(os.path.normpath(path))
+    named = (p for p in PRESETS.values() if p.layout != "ism" and name in (p.file_name, p.synthetic_name))
+    return next((p.name for p in named), None)
+
+
+def check_request(
+    data: SignalDataset,
+    path: str,
+    preset: str | None,
+    per_key: int | None,
+    seed: int | None,
+    channel: str | None,
+) -> None:
+    """Refuse ``data`` (opened from ``path``) unless it is what was asked for.
+
+    A generated file's provenance record must agree with each setting given (``None``: not asked); a file without
+    one must hold the class set, SNR grid and per-key count of ``preset`` (``per_key`` or the published count).
+    Raises :class:`DatasetIdentityError` naming what differs and the command that writes the right file.
+    """
+    record = data.provenance
+    if record is None:
+        if preset is None:
+            return
+        spec = get_preset(preset)
+        wanted = spec.per_key if per_key is None else per_key
+        hint = (
+            f"it is not the published {preset} file its name claims: rename it if it holds other data on purpose "
+            f"(per_key accepts another count), or for synthetic data use dataset: {preset} with a data_dir"
+        )
+        check_identity(data, path, spec.classes, spec.snrs, wanted, f"the {preset} preset", hint)
+        return
+    asked = {"preset": preset, "per_key": per_key, "seed": seed, "channel": channel}
+    differs = [
+        (name, record[name], value) for name, value in asked.items() if value is not None and record[name] != value
+    ]
+    if not differs:
+        return
+    settings = {name: record[name] if value is None else value for name, value in asked.items()}
+    command = regenerate_command(settings["preset"], settings["per_key"], settings["seed"], settings["channel"], path)
+    found = ", ".join(f"{name} {held} in the file but {value} asked for" for name, held, value in differs)
+    sidecar = sidecar_path(path)
+    also = f" and {sidecar}" if os.path.isfile(sidecar) else ""
+    raise DatasetIdentityError(
+        path,
+        differs[0][0],
+        f"a stale synthetic file ({describe_provenance(record)}): {found}; regenerate it: {command}, "
+        f"or delete {path}{also} to have prepare_data write it",
+    )
+
+
+def missing_path(path: str) -> FileNotFoundError:
+    """The error for a dataset path that does not exist: a path is real data, which nothing generates."""
+    claimed = _claimed_preset(path)
+    instead = (
+        f"; for synthetic data use the preset name (dataset: {claimed}), generated in data_dir"
+        if claimed
+        else f"; or give a folder with data_iq.p, one of {sorted(PRESETS)} or synthetic:<preset>"
+    )
+    return FileNotFoundError(
+        f"{path}: no such dataset file; a path names real data, which is never generated: place the file there or "
+        f"correct the path{instead}"
+    )
 
 
 def open_dataset(
     dataset: str,
     data_dir: str = "data",
     per_key: int | None = None,
-    data_seed: int = 0,
+    data_seed: int | None = None,
     class_order: str = "corrected",
+    channel: str | None = None,
 ) -> SignalDataset:
-    """Open a dataset by preset name, ``"synthetic:<preset>"`` or path.
+    """Open a dataset by preset name, ``"synthetic:<preset>"`` or path, and check it is what was asked for.
 
-    - ``rml2016.10a`` / ``rml2016.10b`` / ``rml2018.01a``: the file of that name in ``data_dir``
-      (a real download, or one made by ``rfml generate`` / ``SignalDataModule.prepare_data``);
+    - ``rml2016.10a`` / ``rml2016.10b`` / ``rml2018.01a`` / ``ism2017``: *synthetic* data, the file
+      :func:`dataset_path` names in ``data_dir`` (written by ``rfml generate --out DATA_DIR/`` or
+      :meth:`SignalDataModule.prepare_data`); its provenance record must match the preset, ``per_key`` (default:
+      the published count), ``data_seed`` (default 0) and ``channel`` (default: the preset's);
     - ``synthetic:<preset>``: generated on the fly, ``per_key`` examples per (class, SNR);
-    - a path: ``*.hdf5``/``*.h5`` is RadioML 2018, a folder or ``data_iq.p`` is the ISM set, any
-      other file is a RadioML 2016 pickle.
+    - a path (real data, or a generated file): ``*.hdf5``/``*.h5`` is RadioML 2018, a folder or ``data_iq.p`` is
+      the ISM set, any other file is a RadioML 2016 pickle. A generated file must match the settings given (those
+      left ``None`` are not checked); a file without a record that carries a published file name
+      (``RML2016.10a_dict.pkl`` …) must hold that set's classes, SNR grid and ``per_key`` (default: published).
+
+    A mismatch raises :class:`rfml.data.base.DatasetIdentityError` (a ``ValueError``) that says what differs and
+    gives the ``rfml generate`` command that writes the right file.
     """
     if dataset.startswith(SYNTHETIC_PREFIX):
-        return SyntheticSignals.from_preset(dataset[len(SYNTHETIC_PREFIX) :], per_key, seed=data_seed)
+        return SyntheticSignals.from_preset(
+            dataset[len(SYNTHETIC_PREFIX) :], per_key, seed=data_seed or 0, channel=channel
+        )
+    preset = dataset if dataset in PRESETS else None
     path = dataset_path(dataset, data_dir) or dataset
     if not os.path.exists(path):
-        hint = (
-            f"; run `rfml generate --preset {dataset} --out {path}` or place the real file there"
-            if dataset in PRESETS
-            else f"; give a file path, a folder with data_iq.p, one of {sorted(PRESETS)} or synthetic:<preset>"
-        )
-        raise FileNotFoundError(f"{path}: no such dataset file{hint}")
+        if preset is not None:
+            spec = PRESETS[preset]
+            command = regenerate_command(preset, per_key or spec.per_key, data_seed or 0, channel, path)
+            hint = f"; run {command} (or SignalDataModule.prepare_data), or give a real file's path as the dataset"
+            raise FileNotFoundError(f"{path}: no such dataset file{hint}")
+        raise missing_path(path)
     if os.path.isdir(path) or os.path.basename(path) == "data_iq.p":
-        return ISMInterference(path)
-    if path.endswith((".hdf5", ".h5")):
-        return RadioML2018(path, class_order=class_order)
-    return RadioML2016(path)
+        data: SignalDataset = ISMInterference(path)
+    elif path.endswith((".hdf5", ".h5")):
+        data = RadioML2018(path, class_order=class_order)
+    else:
+        data = RadioML2016(path)
+    if preset is not None:
+        if data.provenance is None:
+            raise DatasetIdentityError(
+                path,
+                "provenance",
+                f"has no provenance record, but the preset name {preset!r} means synthetic data written by rfml "
+                f"(its record is missing); real data is given by its path (dataset: {path}), or regenerate: "
+                + regenerate_command(preset, per_key or PRESETS[preset].per_key, data_seed or 0, channel, path),
+            )
+        spec = PRESETS[preset]
+        check_request(data, path, preset, per_key or spec.per_key, data_seed or 0, channel or spec.channel)
+    else:
+        check_request(data, path, _claimed_preset(path), per_key, data_seed, channel)
+    return data
 
 
 def shard_rows(rows: torch.Tensor, rank: int, world_size: int, equal: bool) -> torch.Tensor:
@@ -72,10 +176,11 @@ class SignalDataModule(pl.LightningDataModule):
     """Splits, SNR filter, view and loaders over one signal dataset.
 
     Args:
-        dataset: a preset name (``rml2016.10a``, ``rml2016.10b``, ``rml2018.01a``; read from
-            ``data_dir``, generated there by :meth:`prepare_data` when missing),
-            ``synthetic:<preset>`` (on the fly, nothing written) or a path; see :func:`open_dataset`.
-        data_dir: folder of the preset files.
+        dataset: a preset name (``rml2016.10a``, ``rml2016.10b``, ``rml2018.01a``, ``ism2017``): synthetic data,
+            read from ``data_dir`` under the preset's synthetic name (``RML2016.10a_dict.synthetic.pkl`` …) and
+            generated there by :meth:`prepare_data` when missing; ``synthetic:<preset>`` (on the fly, nothing
+            written); or a path: real data (or a file you generated), never generated. See :func:`open_dataset`.
+        data_dir: folder of the generated preset files.
         split: train:val:test weights, stratified per (class, SNR), e.g. ``"6:2:2"``.
         snrs: SNRs to keep (dB): ``None``/``"all"``, ``10``, ``"0,10,18"`` or ``"-10:18"`` (step 2).
         view: ``iq``, ``amp_phase``, ``fft_iq`` or ``fft_amp_phase``.
@@ -84,8 +189,11 @@ class SignalDataModule(pl.LightningDataModule):
         batch_size: examples per batch.
         num_workers: ``DataLoader`` worker processes (also the writer's processes in prepare_data).
         seed: seed of the split and of the shuffling.
-        per_key: examples per (class, SNR) of generated data (default: the real dataset's count).
-        data_seed: seed of generated data.
+        per_key: examples per (class, SNR) of generated data (default: the real dataset's count); a generated file
+            of another count is refused with the command that regenerates it.
+        data_seed: seed of generated data (default 0 for a preset name; for a path, ``None`` accepts the file's
+            own seed and a number must match its provenance record).
+        channel: channel preset of generated data (default: the preset's own), checked like ``data_seed``.
         class_order: RadioML 2018 class order, ``corrected`` or ``shipped`` (see RadioML2018).
         block_rows: rows per shuffled block; default 256 for file-backed data, 1 (a full shuffle)
             for data held in memory or generated.
@@ -112,7 +220,7 @@ class SignalDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         per_key: int | None = None,
-        data_seed: int = 0,
+        data_seed: int | None = None,
         class_order: str = "corrected",
         block_rows: int | None = None,
         window_rows: int = 8192,
@@ -121,6 +229,7 @@ class SignalDataModule(pl.LightningDataModule):
         bands: list[tuple[float, float]] | None = None,
         selection: str | None = None,
         selection_rate: int = 1,
+        channel: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -137,6 +246,8 @@ class SignalDataModule(pl.LightningDataModule):
             )
         if dataset.startswith(SYNTHETIC_PREFIX):
             get_preset(dataset[len(SYNTHETIC_PREFIX) :])
+        if channel is not None:
+            channel_preset(channel)
         self.fractions = parse_split(split)
         if len(self.fractions) != 3:
             raise ValueError(f"split must give train:val:test weights (three parts), got {split!r}")
@@ -222,15 +333,28 @@ class SignalDataModule(pl.LightningDataModule):
     # -- LightningDataModule ----------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        path = dataset_path(self.hparams.dataset, self.hparams.data_dir)
-        if path is not None and not os.path.exists(path):
+        """Write the synthetic file a preset name stands for when it is missing; nothing else is ever generated.
+
+        A path names real data: when it is missing this raises ``FileNotFoundError`` naming it, before any
+        training starts. An existing file is left as it is (:meth:`setup` checks that it is what was asked for).
+        """
+        dataset = self.hparams.dataset
+        if dataset.startswith(SYNTHETIC_PREFIX):
+            return
+        path = dataset_path(dataset, self.hparams.data_dir)
+        if path is None:
+            if not os.path.exists(dataset):
+                raise missing_path(dataset)
+            return
+        if not os.path.exists(path):
             os.makedirs(self.hparams.data_dir, exist_ok=True)
             write_dataset(
-                self.hparams.dataset,
+                dataset,
                 path,
                 self.hparams.per_key,
-                self.hparams.data_seed,
+                self.hparams.data_seed or 0,
                 workers=max(1, self.hparams.num_workers),
+                channel=self.hparams.channel,
             )
 
     def _dataset(self) -> SignalDataset:
@@ -241,6 +365,7 @@ class SignalDataModule(pl.LightningDataModule):
                 self.hparams.per_key,
                 self.hparams.data_seed,
                 self.hparams.class_order,
+                self.hparams.channel,
             )
             if self.hparams.bands is not None:
                 self.data = ClassSubset(self.data, self._kept_classes())

@@ -15,7 +15,17 @@ import h5py
 import numpy as np
 import torch
 
-from rfml.data.base import Batch, DatasetFormatError, InMemorySignalDataset, SignalDataset, gather_frames
+from rfml.data.base import (
+    PROVENANCE_ATTR,
+    Batch,
+    DatasetFormatError,
+    InMemorySignalDataset,
+    SignalDataset,
+    gather_frames,
+    parse_provenance,
+    read_sidecar,
+    sidecar_path,
+)
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.dsp.synthesizer import CLASSES_RML2018A
 
@@ -34,10 +44,17 @@ class RadioML2016(InMemorySignalDataset):
     The file is a pickled dict ``{(modulation, snr_db): float32 (n, 2, L)}``; it is read with a
     restricted unpickler (:mod:`rfml.data.safe_pickle`) and validated key by key. Examples are
     ordered key-major: keys sorted by (class, SNR), rows in file order within a key.
+
+    A file written by ``rfml generate`` has a provenance record beside it (``<file>.provenance.json``): the file
+    must hold what the record says, and each load logs one ``synthetic data (…) at PATH`` line (logger
+    ``rfml.data``). The record is kept as :attr:`provenance`.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"{self.path}: no such file")
+        record = read_sidecar(sidecar_path(self.path), {"data": self.path})
         data = load_array_pickle(self.path)
         if not isinstance(data, dict) or not data:
             raise DatasetFormatError(
@@ -63,6 +80,7 @@ class RadioML2016(InMemorySignalDataset):
         per_key = torch.tensor(counts)
         self.y = torch.repeat_interleave(torch.tensor([self.classes.index(keys[k][0]) for k in order]), per_key)
         self.snr = torch.repeat_interleave(torch.tensor([keys[k][1] for k in order]), per_key)
+        self._identify(self.path, record)
 
     def _check_key(self, key: Any) -> tuple[str, int]:
         if (
@@ -98,6 +116,9 @@ class RadioML2016(InMemorySignalDataset):
 class RadioML2018(SignalDataset):
     """RadioML 2018.01a (``GOLD_XYZ_OSC.0001_1024.hdf5``), read lazily from HDF5.
 
+    A file written by ``rfml generate`` carries its provenance record in the attribute ``rfml_provenance`` (JSON):
+    the file must hold what it records, and each load logs one ``synthetic data (…) at PATH`` line.
+
     Only the labels (``Y`` reduced to class indices, ``Z``) are held in memory; frames are read on
     demand by :meth:`get_batch`, which coalesces the requested rows into contiguous spans (rows at
     most ``max_gap_rows`` apart share one read). Each process opens its own file handle, so the
@@ -110,6 +131,8 @@ class RadioML2018(SignalDataset):
             that order), ``"shipped"`` (the order of the dataset's ``classes.txt``, for comparing with
             work that used it), or an explicit list of C names.
         max_gap_rows: unrequested rows that may be read (and dropped) to join two spans.
+        check_provenance: check a generated file against its provenance record and announce it (``False``: only
+            keep the record, for ``rfml dataset info | verify``, which report on the file themselves).
     """
 
     label_chunk_rows = 1 << 16
@@ -120,6 +143,7 @@ class RadioML2018(SignalDataset):
         path: str | os.PathLike[str],
         class_order: str | Sequence[str] = "corrected",
         max_gap_rows: int = 16,
+        check_provenance: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         self.max_gap_rows = int(max_gap_rows)
@@ -146,6 +170,20 @@ class RadioML2018(SignalDataset):
         self._length = x_set.shape[1]
         self.y, self.snr = self._read_labels(y_set, z_set)
         self.snrs = sorted(int(s) for s in torch.unique(self.snr))
+        self.names_from_file = "classes" in handle.attrs
+        record = self._provenance(handle)
+        if check_provenance:
+            self._identify(self.path, record)
+        else:
+            self.provenance = record
+
+    def _provenance(self, handle: h5py.File) -> dict[str, Any] | None:
+        """The record ``rfml generate`` stores in the file attribute ``rfml_provenance``; None for other files."""
+        raw = handle.attrs.get(PROVENANCE_ATTR)
+        if raw is None:
+            return None
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        return parse_provenance(text, f"{self.path} (attribute {PROVENANCE_ATTR})")
 
     def _field(self, handle: h5py.File, name: str) -> h5py.Dataset:
         if name not in handle:

@@ -3,11 +3,13 @@
 ``write_dataset`` writes the exact published layouts (RadioML 2016: pickled dict; RadioML 2018: HDF5 X/Y/Z,
 rows class-major; Schmidt's ISM set: a folder with ``data_iq.p`` and ``labels.p``), so generated files and
 real files go through the same loaders. Row ``r`` of a
-written file (in the loader's order) holds synthesizer example :func:`source_indices` ``(r)``.
+written file (in the loader's order) holds synthesizer example :func:`source_indices` ``(r)``. Every written file
+carries a provenance record (preset, seed, channel, per_key, version), which the loaders check and announce.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -22,7 +24,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from rfml.data.base import Batch, SignalDataset
+from ondevice.command_line import version_of
+from ondevice.io import write_json_atomic
+from rfml.data.base import ISM_RECORD, PROVENANCE_ATTR, Batch, SignalDataset, log, sidecar_path
+from rfml.dsp.channel import channel_preset
 from rfml.dsp.ism import CLASSES_ISM, ISMSynthesizer
 from rfml.dsp.synthesizer import CLASS_SETS, Synthesizer
 
@@ -44,6 +49,17 @@ class DatasetPreset:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", list(CLASSES_ISM if self.layout == "ism" else CLASS_SETS[self.name]))
+
+    @property
+    def synthetic_name(self) -> str:
+        """The name ``rfml generate`` and :meth:`SignalDataModule.prepare_data` give a generated file in a folder:
+        the real file name with ``.synthetic`` before its suffix (``RML2016.10a_dict.synthetic.pkl``,
+        ``GOLD_XYZ_OSC.0001_1024.synthetic.hdf5``), so it never stands where a real download is looked for. The
+        ISM folder's name (``ism2017``) is this project's own, not the published set's, and is kept."""
+        if self.layout == "ism":
+            return self.file_name
+        stem, suffix = os.path.splitext(self.file_name)
+        return f"{stem}.synthetic{suffix}"
 
     def synthesizer(self, seed: int = 0, channel: str | None = None) -> Synthesizer | ISMSynthesizer:
         if self.layout == "ism":
@@ -122,10 +138,12 @@ class SyntheticSignals(SignalDataset):
         self.snr = snr.round().to(torch.int64)
 
     @classmethod
-    def from_preset(cls, name: str, per_key: int | None = None, seed: int = 0) -> SyntheticSignals:
+    def from_preset(
+        cls, name: str, per_key: int | None = None, seed: int = 0, channel: str | None = None
+    ) -> SyntheticSignals:
         preset = get_preset(name)
         size = len(preset.classes) * len(preset.snrs) * (per_key or preset.per_key)
-        return cls(size=size, synthesizer=preset.synthesizer(seed))
+        return cls(size=size, synthesizer=preset.synthesizer(seed, channel))
 
     @property
     def length(self) -> int:
@@ -271,9 +289,13 @@ def write_hdf5(
             bar.update(len(x))
 
 
-def _write_ism(folder: str, preset: DatasetPreset, stream: RowChunks, per_key: int, bar: tqdm) -> None:
+def _write_ism(
+    folder: str, preset: DatasetPreset, stream: RowChunks, per_key: int, bar: tqdm, staged: list[tuple[str, str]]
+) -> None:
     """Schmidt's layout: ``data_iq.p`` float32 (classes, SNRs, per_key, L, 2) and ``labels.p`` int64 (classes,
-    SNRs, per_key), each a pickled numpy array, each written to a temporary name and renamed when complete."""
+    SNRs, per_key), each a pickled numpy array, written to temporary names in ``folder``. Each
+    ``(temporary, final)`` pair goes into ``staged`` before its file is opened; the caller renames them once the
+    provenance record is written, and removes them on failure."""
     shape = (len(preset.classes), len(preset.snrs), per_key)
     data = np.empty((*shape, preset.length, 2), dtype=np.float32)
     labels = np.empty(shape, dtype=np.int64)
@@ -282,19 +304,83 @@ def _write_ism(folder: str, preset: DatasetPreset, stream: RowChunks, per_key: i
         data[cls, snr, example] = x.transpose(0, 2, 1)
         labels[cls, snr, example] = y
         bar.update(len(x))
-    staged = []
-    try:
-        for name, array in (("data_iq.p", data), ("labels.p", labels)):
-            temporary = os.path.join(folder, f".{name}.{os.getpid()}.partial")
-            staged.append(temporary)
-            with open(temporary, "wb") as handle:
-                pickle.dump(array, handle, protocol=4)
-        for temporary, name in zip(staged, ("data_iq.p", "labels.p"), strict=True):
-            os.replace(temporary, os.path.join(folder, name))
-    finally:
-        for temporary in staged:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+    for name, array in (("data_iq.p", data), ("labels.p", labels)):
+        temporary = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+        staged.append((temporary, os.path.join(folder, name)))
+        with open(temporary, "wb") as handle:
+            pickle.dump(array, handle, protocol=4)
+
+
+def _whole_number(name: str, value: Any, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _means_folder(out: str) -> bool:
+    """``out`` names a folder: it ends with a separator, is an existing folder, or its name has no suffix."""
+    separators = tuple({os.sep, os.altsep or os.sep})
+    return out.endswith(separators) or os.path.isdir(out) or not os.path.splitext(os.path.basename(out))[1]
+
+
+def _check_folder(out: str, folder: str) -> None:
+    """``folder`` exists as a folder or can be made: the nearest existing path above it is a folder."""
+    here = os.path.abspath(folder)
+    while not os.path.exists(here):
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise ValueError(f"{out}: {here} is a file, so the folder {folder} cannot be made there")
+
+
+def output_path(preset: str, out: str | os.PathLike[str]) -> tuple[str, str]:
+    """Where :func:`write_dataset` writes ``preset`` for ``out``: ``(path, folder)``, checked but not created.
+
+    ``out`` is a folder (ending in ``/``, an existing folder, or a name without a suffix: created if missing, and
+    it receives :attr:`DatasetPreset.synthetic_name`) or a file path, whose folder must exist. For ``ism2017``
+    ``out`` is always the folder that receives ``data_iq.p``, ``labels.p`` and ``provenance.json``.
+    """
+    spec = get_preset(preset)
+    given = os.fspath(out)
+    if not given:
+        raise ValueError("out must name a file or a folder, got an empty path")
+    if spec.layout == "ism":
+        folder = path = given.rstrip("/" + os.sep) or given
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{given}: {spec.name} is written as a folder (data_iq.p, labels.p); a file is there")
+        _check_folder(given, folder)
+        return path, folder
+    if _means_folder(given):
+        folder = given
+        _check_folder(given, folder)
+        return os.path.join(folder, spec.synthetic_name), folder
+    folder = os.path.dirname(os.path.abspath(given))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise ValueError(f"{given}: {folder} is a file, not a folder")
+        raise FileNotFoundError(
+            f"{given}: the folder {folder} does not exist (give --out {os.path.dirname(given) or '.'}/ to have a "
+            "folder made, which receives the preset's synthetic file name)"
+        )
+    return given, folder
+
+
+def provenance_record(preset: str, per_key: int, seed: int, channel: str, files: Mapping[str, int]) -> dict[str, Any]:
+    """What a generated file records about itself; ``files`` ties the record to the bytes it describes."""
+    spec = get_preset(preset)
+    return {
+        "generator": "rfml generate",
+        "preset": spec.name,
+        "seed": int(seed),
+        "channel": channel,
+        "per_key": int(per_key),
+        "classes": list(spec.classes),
+        "snrs": [int(snr) for snr in spec.snrs],
+        "length": spec.length,
+        "version": version_of(),
+        **({"files": dict(files)} if files else {}),
+    }
 
 
 def write_dataset(
@@ -306,40 +392,40 @@ def write_dataset(
     channel: str | None = None,
     progress: bool = True,
 ) -> str:
-    """Generate a dataset in a published layout and write it atomically to ``out``.
+    """Generate a dataset in a published layout and write it atomically, with its provenance record.
 
-    ``out`` may be a directory, which then receives the preset's usual file name; for ``ism2017`` it is the folder
-    that receives ``data_iq.p`` and ``labels.p`` (created if missing, its parent must exist). Frames are
-    generated in ranges of rows by ``workers`` processes and written in file order as they come,
+    ``out`` is a folder (it ends in ``/``, exists as a folder, or has no suffix; made if missing) that receives the
+    preset's *synthetic* name, :attr:`DatasetPreset.synthetic_name` (``RML2016.10a_dict.synthetic.pkl``,
+    ``RML2016.10b.synthetic.dat``, ``GOLD_XYZ_OSC.0001_1024.synthetic.hdf5``), never the real file's name; or a
+    file path (its folder must exist), written as given. For ``ism2017`` it is the folder that receives
+    ``data_iq.p`` and ``labels.p``. Every argument is checked before any frame is generated.
+
+    The provenance record (preset, seed, channel, per_key, class set, SNR grid, library version) is stored in the
+    file where the layout allows (the HDF5 attribute ``rfml_provenance``) and otherwise in a JSON record that also
+    holds the data files' sizes: ``<file>.provenance.json`` beside a pickle, ``provenance.json`` in the ISM folder.
+    The loaders check a file against its record and announce every load (``synthetic data (…) at PATH``).
+
+    Frames are generated in ranges of rows by ``workers`` processes and written in file order as they come,
     so memory stays bounded (one range per worker in flight; for the 2016 pickle, one key).
     The file appears under its name only when complete. Returns the path written.
     """
     spec = get_preset(preset)
-    per_key = spec.per_key if per_key is None else int(per_key)
-    if per_key < 1:
-        raise ValueError(f"per_key must be >= 1, got {per_key}")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    path = os.fspath(out)
-    if os.path.isdir(path) and spec.layout != "ism":
-        path = os.path.join(path, spec.file_name)
-    folder = path if spec.layout == "ism" else os.path.dirname(os.path.abspath(path))
-    parent = os.path.dirname(os.path.abspath(folder)) if spec.layout == "ism" else folder
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"{path}: the folder {parent} does not exist")
-    if spec.layout == "ism":
-        if os.path.exists(folder) and not os.path.isdir(folder):
-            raise FileExistsError(f"{path}: {spec.name} is written as a folder (data_iq.p, labels.p); a file is there")
-        os.makedirs(folder, exist_ok=True)
+    per_key = spec.per_key if per_key is None else _whole_number("per_key", per_key, 1)
+    seed = _whole_number("seed", seed, None)
+    workers = _whole_number("workers", workers, 1)
+    channel = channel or spec.channel
+    channel_preset(channel)
+    path, folder = output_path(spec.name, out)
+    if os.path.basename(path) == spec.file_name and spec.layout != "ism":
+        log.warning("writing synthetic data under the real %s file name %s; every load of it says so", spec.name, path)
+    os.makedirs(folder, exist_ok=True)
     total = len(spec.classes) * len(spec.snrs) * per_key
     # One pickle key per range; HDF5 and ISM ranges of about 16 MiB of frames.
     step = per_key if spec.layout == "pickle" else max(1, (16 << 20) // (spec.length * 8))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    job = _Job(spec.name, int(seed), channel or spec.channel, per_key, threads)
+    job = _Job(spec.name, seed, channel, per_key, threads)
     stream = iter(_RowStream(job, _row_ranges(total, step), workers))
-    # _write_ism stages its two files itself; the other layouts are one file staged here.
-    staged = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
-    temporary = None if spec.layout == "ism" else staged
+    staged: list[tuple[str, str]] = []  # (temporary, final), renamed once the record is in place
     bar = tqdm(
         total=total,
         unit="frame",
@@ -349,17 +435,28 @@ def write_dataset(
     )
     try:
         if spec.layout == "ism":
-            _write_ism(folder, spec, stream, per_key, bar)
-            return path
-        assert temporary is not None
-        if spec.layout == "pickle":
-            with open(temporary, "wb") as handle:
-                _write_pickle(handle, spec, stream, bar)
+            _write_ism(folder, spec, stream, per_key, bar, staged)
+            sizes = {os.path.basename(final): os.path.getsize(temporary) for temporary, final in staged}
+            write_json_atomic(
+                os.path.join(folder, ISM_RECORD), provenance_record(spec.name, per_key, seed, channel, sizes)
+            )
         else:
-            write_hdf5(temporary, stream, total, spec.length, len(spec.classes), bar)
-        os.replace(temporary, path)
+            temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+            staged.append((temporary, path))
+            if spec.layout == "pickle":
+                with open(temporary, "wb") as handle:
+                    _write_pickle(handle, spec, stream, bar)
+                record = provenance_record(spec.name, per_key, seed, channel, {"data": os.path.getsize(temporary)})
+                write_json_atomic(sidecar_path(path), record)
+            else:
+                record = provenance_record(spec.name, per_key, seed, channel, {})
+                attrs = {PROVENANCE_ATTR: json.dumps(record)}
+                write_hdf5(temporary, stream, total, spec.length, len(spec.classes), bar, attrs)
+        for temporary, final in staged:
+            os.replace(temporary, final)
     finally:
         bar.close()
-        if temporary is not None and os.path.exists(temporary):
-            os.remove(temporary)
+        for temporary, _ in staged:
+            if os.path.exists(temporary):
+                os.remove(temporary)
     return path

@@ -4,6 +4,7 @@ HDF5 layout that :class:`rfml.data.RadioML2018` streams (``rfml dataset convert`
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ondevice.io import atomic_path, sha256_file
-from rfml.data.base import DatasetFormatError
+from rfml.data.base import PROVENANCE_ATTR, DatasetFormatError, read_sidecar, sidecar_path
 from rfml.data.cards import (
     CARDS,
     CONVERTED_FORMAT,
@@ -302,7 +303,8 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], progress: 
 
     Rows are in :class:`rfml.data.RadioML2016`'s order (keys sorted by class, then SNR); the file keeps the
     pickle's class names (attribute ``classes``, read by ``RadioML2018``), its SNR grid (``snrs``) and the card it
-    matches (``dataset``). The pickle must be loaded whole, but each key is dropped once written, so memory stays
+    matches (``dataset``), and a generated pickle's provenance record (attribute ``rfml_provenance``). The pickle must
+    be loaded whole, but each key is dropped once written, so memory stays
     near one copy. ``dst`` may be a folder (it gets ``<src stem>.hdf5``); it appears only when complete.
     Returns the path written.
     """
@@ -328,6 +330,9 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], progress: 
         "source": os.path.basename(src),
         **({"dataset": name} if name and exact else {}),
     }
+    record = read_sidecar(sidecar_path(src), {"data": src})
+    if record is not None:  # a generated pickle stays marked as generated; the attribute is inside the file
+        attrs[PROVENANCE_ATTR] = json.dumps({key: value for key, value in record.items() if key != "files"})
 
     def rows() -> RowChunks:
         start = 0
