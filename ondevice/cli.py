@@ -15,7 +15,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ondevice.command_line import Subcommand, dispatch, positive_ints
+from ondevice.command_line import (
+    Subcommand,
+    add_model_flag,
+    add_out_flag,
+    add_runtime_flags,
+    chosen_backends,
+    default_out,
+    dispatch,
+    positive_ints,
+)
+from ondevice.errors import InputError, one_line
 
 FACTORY_HELP = "'package.module:factory' (returns (model, example_inputs)); 'name=package.module:factory' names it"
 
@@ -29,8 +39,16 @@ def _reports_bad_input(run: Callable[[argparse.Namespace], int]) -> Callable[[ar
 
         try:
             return run(args)
-        except (BundleError, ProfileError, FileExistsError, FileNotFoundError, ValueError, TypeError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except (
+            BundleError,
+            ProfileError,
+            FileExistsError,
+            FileNotFoundError,
+            InputError,
+            ValueError,
+            TypeError,
+        ) as exc:
+            print(f"ondevice {args.command}: error: {one_line(exc)}", file=sys.stderr)
             return 2
 
     return wrapped
@@ -50,25 +68,46 @@ def _named_specs(specs: Sequence[str]) -> dict[str, str]:
 
 def _timing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=positive_ints, default=[1], help="e.g. 1,32,256 (default 1)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed calls per runner and batch size")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls per runner and batch size")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed calls per runner and batch size (default 10)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per runner and batch size (default 50)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaving rounds the timed calls are split into")
 
 
+def _model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    add_model_flag(parser, f"{FACTORY_HELP}{what}", required=False)
+    parser.add_argument("factories", nargs="*", metavar="FACTORY", help="the same as --model (the older spelling)")
+
+
+def _models(args: argparse.Namespace) -> dict[str, str]:
+    """``--model`` and the positional factories (warned: the one spelling is ``--model``), by name."""
+    if args.factories:
+        print(
+            f"ondevice {args.command}: warning: give models as --model FACTORY; positional ones will go",
+            file=sys.stderr,
+        )
+    specs = [*args.models, *args.factories]
+    if not specs:
+        raise InputError("give at least one model: --model package.module:factory")
+    return _named_specs(specs)
+
+
 def profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", help=FACTORY_HELP + "; several are interleaved A B A B")
-    parser.add_argument("--backends", default="torch,onnxruntime,onnxruntime-int8")
-    parser.add_argument("--threads", type=positive_ints, default=[1], help="threads for both runtimes, e.g. 1 or 1,2")
-    parser.add_argument("--graph-optimization", default="all", choices=["disabled", "basic", "extended", "all"])
+    _model_arguments(parser, "; several are interleaved A B A B")
+    add_runtime_flags(parser, backends="torch, onnxruntime, onnxruntime-int8")
+    parser.add_argument(
+        "--graph-optimization", default="all", choices=["disabled", "basic", "extended", "all"],
+        help="ONNX Runtime graph optimisation level (default all)",
+    )  # fmt: skip
     parser.add_argument("--no-isolate", action="store_true", help="measure every backend in this one process")
-    parser.add_argument("--out", default="latency_report", help="folder for latency.json/.md/.png")
+    add_out_flag(parser, "folder for latency.json / .md / .png", default_out("ondevice", "profile"))
     _timing_arguments(parser)
 
 
 def bundle_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="+", help=FACTORY_HELP)
-    parser.add_argument("--out", required=True, help="the new bundle folder")
-    parser.add_argument("--no-int8", action="store_true", help="leave out the dynamic-int8 variants")
+    _model_arguments(parser, "")
+    add_out_flag(parser, "the new bundle folder")
+    parser.add_argument("--int8", action="store_true", help="also bundle the dynamic-int8 twins")
+    parser.add_argument("--no-int8", action="store_true", help=argparse.SUPPRESS)  # the old opt-out: now the default
     _timing_arguments(parser)
 
 
@@ -83,8 +122,8 @@ def _profile(args: argparse.Namespace) -> int:
     from ondevice.profile import profile
 
     report = profile(
-        _named_specs(args.models),
-        backends=args.backends.split(","),
+        _models(args),
+        backends=chosen_backends(args),
         threads=args.threads,
         warmup=args.warmup,
         repeats=args.repeats,
@@ -104,12 +143,17 @@ def _bundle(args: argparse.Namespace) -> int:
     from ondevice.bundle import write_bundle
     from ondevice.profile import load_factory
 
-    models = {name: load_factory(spec) for name, spec in _named_specs(args.models).items()}
+    if args.no_int8:
+        print(
+            "ondevice bundle: warning: --no-int8 is the default now (give --int8 to add the int8 twins)",
+            file=sys.stderr,
+        )
+    models = {name: load_factory(spec) for name, spec in _models(args).items()}
     out = write_bundle(
         models,
         args.out,
         batch_sizes=args.batch_sizes,
-        int8=not args.no_int8,
+        int8=args.int8,
         warmup=args.warmup,
         repeats=args.repeats,
         rounds=args.rounds,

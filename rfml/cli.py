@@ -17,7 +17,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ondevice.command_line import Subcommand, dispatch, json_object, lightning_commands, names, positive_ints
+from ondevice.command_line import (
+    Subcommand,
+    add_model_flag,
+    add_out_flag,
+    add_runtime_flags,
+    chosen_backends,
+    default_out,
+    dispatch,
+    json_object,
+    lightning_commands,
+    positive_ints,
+)
 
 
 def generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +36,11 @@ def generate_arguments(parser: argparse.ArgumentParser) -> None:
     from rfml.dsp.channel import PRESETS as CHANNEL_PRESETS
 
     parser.add_argument("--preset", required=True, choices=sorted(PRESETS), help="dataset layout and class set")
-    parser.add_argument("--out", required=True, help="output file, or a folder to receive the usual file name")
+    add_out_flag(
+        parser,
+        "output file (its folder must exist), or a folder (DIR/, made if missing) to receive the preset's synthetic "
+        "file name, e.g. RML2016.10a_dict.synthetic.pkl",
+    )
     parser.add_argument("--per-key", type=int, default=None, help="examples per (class, SNR); default: as published")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (example i is a function of seed and i)")
     parser.add_argument("--workers", type=int, default=1, help="generator processes (output is identical for any)")
@@ -60,7 +75,7 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--checkpoint", help="a checkpoint written by `rfml fit` (Classifier or SKD)")
     source.add_argument("--model", help="a registered model name (untrained weights)")
     _model_arguments(parser)
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    add_out_flag(parser, "the .onnx file to write")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest |ORT − torch| allowed (default 1e-4)")
     parser.add_argument("--int8", action="store_true", help="also write <out>.int8.onnx (dynamic int8)")
 
@@ -92,14 +107,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", required=True, type=names, help="comma-separated registered names: clst,kd_cnn")
+    add_model_flag(parser, "registered model names (clst, kd_cnn …)")
     _model_arguments(parser)
-    parser.add_argument("--backends", type=names, default=["torch", "onnxruntime"], help="torch,onnxruntime,…-int8")
-    parser.add_argument("--threads", type=positive_ints, default=[1], help="comma-separated thread counts")
+    add_runtime_flags(parser, backends="torch, onnxruntime, onnxruntime-int8")
     parser.add_argument("--batch-sizes", type=positive_ints, default=[1], help="comma-separated batch sizes")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls per round and cell")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
-    parser.add_argument("--out", default="profile_out", help="folder for the report")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per round and cell (default 50)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default 10)")
+    add_out_flag(parser, "folder for latency.json / .md / .png", default_out("rfml", "profile"))
 
 
 def _profile(args: argparse.Namespace) -> int:
@@ -112,7 +126,7 @@ def _profile(args: argparse.Namespace) -> int:
     report = profile(
         models,
         torch.randn(1, 2, args.length),
-        backends=args.backends,
+        backends=chosen_backends(args),
         threads=args.threads,
         batch_sizes=args.batch_sizes,
         repeats=args.repeats,
@@ -151,6 +165,7 @@ COMMANDS: dict[str, Subcommand] = {
         "latency.json / .md / .png into --out.",
         run="rfml.cli:_profile",
         arguments="rfml.cli:profile_arguments",
+        aliases={"--models": "--model"},
     ),
     "ism-study": Subcommand(
         help="band and sample selection on the ISM interference set (Zhang et al., SPAWC 2019)",

@@ -76,11 +76,9 @@ class ArchConfig:
     def from_name(cls, preset: str, **overrides: Any) -> ArchConfig:
         """A named preset (`ArchConfig.from_name("qwen2-0.5b")`), optionally with fields overridden."""
         if preset not in PRESETS:
-            import difflib
+            from ondevice.errors import UnknownNameError
 
-            close = difflib.get_close_matches(preset, PRESETS, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise KeyError(f"unknown preset {preset!r}{hint} (presets: {', '.join(sorted(PRESETS))})")
+            raise UnknownNameError("preset", preset, PRESETS)
         return cls(**{**PRESETS[preset], "name": preset, **overrides})
 
     @classmethod

@@ -20,7 +20,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ondevice.command_line import Subcommand, dispatch, floats, lightning_commands, positive_ints
+from ondevice.command_line import (
+    DEFAULT_THREADS,
+    Subcommand,
+    add_model_flag,
+    add_out_flag,
+    add_runtime_flags,
+    chosen_backends,
+    default_out,
+    dispatch,
+    floats,
+    lightning_commands,
+    positive_ints,
+)
+from ondevice.errors import InputError
 
 if TYPE_CHECKING:  # annotations only: importing these at run time would load numpy for `slm --help`
     from slm.arch import ArchConfig
@@ -28,30 +41,38 @@ if TYPE_CHECKING:  # annotations only: importing these at run time would load nu
     from slm.search import Budget, SearchResult, SearchSpace
 
 DESCRIPTION = "Small language models shaped for a device: runtime-first shape search, latency, pre-training."
-DEFAULT_SEARCH_OUT = "runs/slm_search"
+DEFAULT_SEARCH_OUT = default_out("slm", "search")
+# Shapes were named with --preset NAME and --config FILE; both are --model now.
+MODEL_ALIASES = {"--preset": "--model", "--config": "--model"}
 
 
 # ------------------------------------------------------------------------------------------------- arguments
 
 
-def _shape_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", action="append", help="a preset name (repeatable)")
-    parser.add_argument("--config", action="append", help="an ArchConfig YAML or an slm fit config (repeatable)")
+def _shape_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    add_model_flag(
+        parser, "a preset name (`slm profile --help` lists them) or an ArchConfig / slm fit YAML", required=required
+    )
 
 
 def _timing_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls per graph (default 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per graph and round (default 20)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+
+
+def _threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=positive_ints, default=list(DEFAULT_THREADS), help="intra-op threads (default 1)"
+    )
 
 
 def profile_arguments(parser: argparse.ArgumentParser) -> None:
     _shape_arguments(parser)
-    parser.add_argument("--prompt-length", type=int, default=64)
+    parser.add_argument("--prompt-length", type=int, default=64, help="prefill tokens (default 64)")
     parser.add_argument("--past-lengths", type=positive_ints, default=[256], help="decode past lengths, e.g. 256,1024")
-    parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, onnxruntime-int8, torch (comma list)")
-    parser.add_argument("--out", help="folder for latency.json")
+    add_runtime_flags(parser, backends="torch, onnxruntime, onnxruntime-int8", one_thread_count=True)
+    add_out_flag(parser, "folder for latency.json", default_out("slm", "profile"))
     parser.add_argument(
         "--replicas",
         type=int,
@@ -63,10 +84,10 @@ def profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export_arguments(parser: argparse.ArgumentParser) -> None:
-    _shape_arguments(parser)
-    parser.add_argument("--checkpoint", help="a checkpoint written by slm fit")
+    _shape_arguments(parser, required=False)
+    parser.add_argument("--checkpoint", help="a checkpoint written by slm fit (instead of --model)")
     parser.add_argument("--int8", action="store_true", help="also write dynamic int8 graphs")
-    parser.add_argument("--out", required=True)
+    add_out_flag(parser, "the folder for <name>.prefill.onnx and <name>.decode.onnx")
 
 
 def search_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,13 +100,13 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
         help="weights of decode_ms, prefill_ms, memory_bytes (default: decode_ms=1,prefill_ms=1)",
     )
     parser.add_argument("--vocab-size", type=int, default=32000, help="the tokenizer's vocabulary (fixed)")
-    parser.add_argument("--context-length", type=int, default=2048)
+    parser.add_argument("--context-length", type=int, default=2048, help="the model's context (default 2048)")
     parser.add_argument("--hidden-sizes", type=positive_ints, help="comma list (default 256..1536 by 64)")
     parser.add_argument("--num-layers", type=positive_ints, help="comma list (default 4..40)")
     parser.add_argument("--head-dims", type=positive_ints, help="comma list (default 64,128)")
     parser.add_argument("--ffn-ratios", type=floats, help="comma list (default 2,2.5,3,3.5,4)")
-    parser.add_argument("--prompt-length", type=int, default=64)
-    parser.add_argument("--past-length", type=int, default=256)
+    parser.add_argument("--prompt-length", type=int, default=64, help="prefill tokens timed (default 64)")
+    parser.add_argument("--past-length", type=int, default=256, help="decode past length timed (default 256)")
     parser.add_argument("--predictor", help="a predictor JSON saved by an earlier search (skips calibration)")
     parser.add_argument("--calibration", type=int, default=12, help="shapes timed to fit the predictor")
     parser.add_argument("--top-k", type=int, default=6, help="screened shapes measured for real, at least")
@@ -129,13 +150,18 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
         default=12,
         help="shapes per interleaved timing run, anchored to one scale (memory: 12 at 50 M took 6.5 GB; default 12)",
     )
-    parser.add_argument("--population", type=int, default=32)
-    parser.add_argument("--generations", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--population", type=int, default=32, help="NSGA-II population (default 32)")
+    parser.add_argument("--generations", type=int, default=20, help="NSGA-II generations (default 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration shapes and the evolution")
     parser.add_argument("--device-bundle", help="write the shortlist as a bundle for the board, then stop")
     parser.add_argument("--ingest", help="a results JSON from `python -m ondevice.device` on the bundle")
     parser.add_argument("--bundle", help="the bundle folder of --ingest (default: the results file's folder)")
-    parser.add_argument("--out", help=f"output folder (default {DEFAULT_SEARCH_OUT})")
+    parser.add_argument(
+        "--out",
+        metavar="PATH",
+        help=f"output folder (default {DEFAULT_SEARCH_OUT}; with --ingest: search/ beside the results)",
+    )
+    _threads_argument(parser)
     _timing_arguments(parser)
 
 
@@ -145,13 +171,22 @@ def search_arguments(parser: argparse.ArgumentParser) -> None:
 def _configs(args: argparse.Namespace) -> dict[str, ArchConfig]:
     from slm.arch import ArchConfig
 
-    configs = {name: ArchConfig.from_name(name) for name in args.preset or []}
-    for path in args.config or []:
-        config = ArchConfig.from_file(path)
-        configs[config.name or Path(path).stem] = config
+    configs: dict[str, ArchConfig] = {}
+    for model in args.models:
+        if model.endswith((".yaml", ".yml")) or Path(model).is_file():
+            config = ArchConfig.from_file(model)
+            configs[config.name or Path(model).stem] = config
+        else:
+            configs[model] = ArchConfig.from_name(model)
     if not configs:
-        raise SystemExit("slm: give at least one --preset NAME or --config FILE")
+        raise InputError("give at least one --model PRESET or --model FILE.yaml")
     return configs
+
+
+def _one_thread_count(args: argparse.Namespace) -> int:
+    if len(args.threads) != 1:
+        raise InputError(f"slm times one thread count per run; got --threads {','.join(map(str, args.threads))}")
+    return args.threads[0]
 
 
 def _timing(args: argparse.Namespace) -> dict[str, int]:
@@ -161,18 +196,20 @@ def _timing(args: argparse.Namespace) -> dict[str, int]:
 def _profile(args: argparse.Namespace) -> int:
     from slm.latency import measure
 
+    backends = chosen_backends(args)
+    if args.replicas > 1 and "torch" in backends:
+        raise InputError("--replicas applies to ONNX Runtime backends only; give --backends onnxruntime")
     table = measure(
         _configs(args),
         prompt_length=args.prompt_length,
         past_lengths=args.past_lengths,
-        backends=args.backends.split(","),
-        threads=args.threads,
+        backends=backends,
+        threads=_one_thread_count(args),
         replicas=args.replicas,
         **_timing(args),
     )
     print(table.to_markdown())
-    if args.out:
-        print(f"saved {table.save_json(Path(args.out) / 'latency.json')}")
+    print(f"saved {table.save_json(Path(args.out) / 'latency.json')}")
     return 0
 
 
@@ -200,7 +237,7 @@ def _search(args: argparse.Namespace) -> int:
         result = ingest_search_results(args.ingest, args.bundle)
         return _report(result, Path(args.out or Path(args.ingest).parent / "search"))
     if not args.budget:
-        raise SystemExit("slm search: --budget MIN:MAX is required (e.g. --budget 40e6:60e6)")
+        raise InputError("--budget MIN:MAX is required (e.g. --budget 40e6:60e6)")
     budget = Budget.parse(args.budget, count=args.count)
     objective = Objective.parse(args.objective)
     shape = {
@@ -236,10 +273,11 @@ def _search(args: argparse.Namespace) -> int:
             **_timing(args),
         )
         print(f"bundle of {len(chosen)} shapes: {bundle}")
-        print(f"on the board:  python -m ondevice.device {bundle} --threads {args.threads}")
-        print(f"then here:     slm search --ingest {bundle}/results-<host>-{args.threads}t.json")
+        threads = _one_thread_count(args)
+        print(f"on the board:  python -m ondevice.device {bundle} --threads {threads}")
+        print(f"then here:     slm search --ingest {bundle}/results-<host>-{threads}t.json")
         return 0
-    timing = dict(threads=args.threads, group_size=args.group_size, **_timing(args))
+    timing = dict(threads=_one_thread_count(args), group_size=args.group_size, **_timing(args))
     measure = host_measure(args.prompt_length, args.past_length, replicas=args.replicas, **timing)
     again = host_measure(args.prompt_length, args.past_length, replicas=args.confirm_replicas, **timing)
     confirmation = {"confirm": args.confirm, "confirm_measure": again}
@@ -258,7 +296,7 @@ def _predictor(args: argparse.Namespace, space: SearchSpace, budget: Budget) -> 
         return LatencyPredictor.load_json(args.predictor)
     needed = len(FEATURES) + 1
     if args.calibration < needed:
-        raise SystemExit(f"slm search: --calibration must be at least {needed} (the predictor's coefficients)")
+        raise InputError(f"--calibration must be at least {needed} (the predictor's coefficients)")
     # Calibrate over a wider range than the budget so the fitted law holds at its edges.
     around = Budget(max(1, budget.min_params // 2), budget.max_params * 2, count=budget.count)
     shapes = space.random_feasible(args.calibration, around, random.Random(args.seed))
@@ -266,7 +304,7 @@ def _predictor(args: argparse.Namespace, space: SearchSpace, budget: Budget) -> 
         {shape_name(c): c for c in shapes},
         prompt_length=args.prompt_length,
         past_lengths=(args.past_length,),
-        threads=args.threads,
+        threads=_one_thread_count(args),
         group_size=args.group_size,
         **_timing(args),
     )
@@ -304,6 +342,7 @@ COMMANDS: dict[str, Subcommand] = {
         "round by round; prints a Markdown table and, with --out, writes latency.json.",
         run="slm.cli:_profile",
         arguments="slm.cli:profile_arguments",
+        aliases=MODEL_ALIASES,
     ),
     "export": Subcommand(
         help="prefill and decode ONNX graphs, checked against torch to 1e-4",
@@ -311,6 +350,7 @@ COMMANDS: dict[str, Subcommand] = {
         "config or checkpoint of `slm fit`.",
         run="slm.cli:_export",
         arguments="slm.cli:export_arguments",
+        aliases=MODEL_ALIASES,
     ),
     "search": Subcommand(
         help="runtime-first shape search at a parameter budget",

@@ -230,7 +230,7 @@ def test_export_names_the_field_a_foreign_checkpoint_lacks(workdir: Path, capsys
 
 def test_profile_reports_each_model_with_its_size(workdir: Path) -> None:
     out = workdir / "prof"
-    args = ["profile", "--models", "kd_cnn,kd_mobilenet", "--backends", "onnxruntime", "--repeats", "3"]
+    args = ["profile", "--model", "kd_cnn,kd_mobilenet", "--backends", "onnxruntime", "--repeats", "3"]
     assert main([*args, "--rounds", "1", "--out", str(out)]) == 0
     report = json.loads((out / "latency.json").read_text())
     assert report["models"]["kd_cnn"]["params"] == param_count("kd_cnn", 11)

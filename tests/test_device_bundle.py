@@ -195,7 +195,7 @@ def test_bundle_refuses_an_existing_folder_and_leaves_nothing_on_failure(tmp_pat
 
 
 def test_cli_bundle_names_the_models_and_takes_the_batch_sizes(tmp_path, capsys):
-    args = ["bundle", "tiny=ondevice.examples:small_cnn", "--out", str(tmp_path / "b"), "--no-int8"]
+    args = ["bundle", "--model", "tiny=ondevice.examples:small_cnn", "--out", str(tmp_path / "b")]
     assert ondevice_main([*args, "--batch-sizes", "1,4"]) == 0
     manifest = read_manifest(tmp_path / "b")
     assert [(e["name"], e["backend"], e["batch_sizes"]) for e in manifest["models"]] == [

@@ -41,6 +41,8 @@ def test_the_installed_copy_is_the_one_imported(installed: tuple[Path, dict[str,
     done = run(env, work, "-c", "import rfml, slm; print(rfml.__file__); print(slm.__file__)")
     assert done.returncode == 0, done.stderr
     assert all(Path(line).is_relative_to(work / "site") for line in done.stdout.split())
+    # PEP 561: each package says its annotations are for users' type checkers.
+    assert [(work / "site" / package / "py.typed").is_file() for package in ("ondevice", "rfml", "slm")] == [True] * 3
 
 
 def test_installed_ism_study_help_and_packaged_config_work_outside_the_clone(

@@ -186,7 +186,7 @@ def test_report_round_trips_through_json_and_renders(cnn_report, tmp_path):
 def test_cli_profile_runs_factories_in_their_own_processes_and_compares_them(tmp_path, capsys):
     out = tmp_path / "report"
     timing = ["--warmup", "1", "--repeats", "4", "--rounds", "2"]
-    models = ["ondevice.examples:small_cnn", "block=ondevice.examples:transformer_block"]  # unnamed, named
+    models = ["--model", "ondevice.examples:small_cnn", "--model", "block=ondevice.examples:transformer_block"]
     assert ondevice_main(["profile", *models, "--backends", "torch,onnxruntime", *timing, "--out", str(out)]) == 0
     report = LatencyReport.load_json(out / "latency.json")
     assert sorted(report.models) == ["block", "small_cnn"]
@@ -197,9 +197,9 @@ def test_cli_profile_runs_factories_in_their_own_processes_and_compares_them(tmp
     assert all(m.peak_rss_exclusive for m in report.measurements)  # every backend had its own process
     assert (out / "latency.png").is_file() and (out / "latency.md").is_file()
     assert "| block | torch | 1 | 1 |" in capsys.readouterr().out
-    assert ondevice_main(["profile", "nowhere.mod:f"]) == 2
+    assert ondevice_main(["profile", "--model", "nowhere.mod:f"]) == 2
     assert "error: factory 'nowhere.mod:f': cannot import module" in capsys.readouterr().err
-    assert ondevice_main(["profile", "a=x.y:f", "a=x.y:g"]) == 2
+    assert ondevice_main(["profile", "--model", "a=x.y:f,a=x.y:g"]) == 2
     assert "two models are named 'a'" in capsys.readouterr().err
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import TypeVar
 
 from torch import nn
+
+from ondevice.errors import UnknownNameError
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -35,9 +36,7 @@ def get(name: str) -> Callable[..., nn.Module]:
     try:
         return _MODELS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f"; did you mean {close}?" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint} Registered: {available()}") from None
+        raise UnknownNameError("model", name, _MODELS) from None
 
 
 def create(name: str, num_classes: int, length: int = 128, **kwargs: object) -> nn.Module:

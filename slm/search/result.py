@@ -13,7 +13,7 @@ from ondevice.io import atomic_path, save_figure, write_json_atomic
 from slm.arch import ArchConfig
 from slm.latency.table import read_json
 from slm.search.pareto import Objective, metric_matrix, near_best, pareto_front
-from slm.search.space import Budget, SearchSpace, shape_name
+from slm.search.space import Budget, BudgetError, SearchSpace, shape_name
 
 RESULT_FORMAT = "slm-search"
 RESULT_VERSION = 1
@@ -259,7 +259,7 @@ def select_from_measurements(
         else:
             names.append(name)
     if not names:
-        raise ValueError(f"no measured candidate is inside the budget {budget}")
+        raise BudgetError(f"no measured candidate is inside the budget {budget}")
     points = [metrics[n] for n in names]
     metric_matrix(points, objective.metrics, where="metrics", labels=names)
     scores = objective.scores(points)

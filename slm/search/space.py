@@ -13,12 +13,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ondevice.errors import InputError
 from slm.arch import ACTIVATIONS, NORMS, ArchConfig
 
 COUNTS = ("compute", "total")
 
 # A shape's genes: hidden size, layers, FFN ratio, head dim, query heads per KV head, activation.
 Genes = tuple[int, int, float, int, int, str]
+
+
+class BudgetError(InputError, ValueError):
+    """A parameter budget that is malformed, or that the search space cannot meet; the commands print it as one line."""
 
 
 def _name(hidden: int, layers: int, ffn: int, heads: int, kv_heads: int, head_dim: int, activation: str) -> str:
@@ -56,21 +61,21 @@ class Budget:
         for name in ("min_params", "max_params"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-                raise ValueError(f"Budget.{name} must be a whole number of parameters, got {value!r}")
+                raise BudgetError(f"Budget.{name} must be a whole number of parameters, got {value!r}")
             if value < 0:
-                raise ValueError(f"Budget.{name} must be >= 0, got {value!r}")
+                raise BudgetError(f"Budget.{name} must be >= 0, got {value!r}")
             object.__setattr__(self, name, int(value))
         if self.min_params > self.max_params:
-            raise ValueError(f"Budget.min_params ({self.min_params}) must not exceed max_params ({self.max_params})")
+            raise BudgetError(f"Budget.min_params ({self.min_params}) must not exceed max_params ({self.max_params})")
         if self.count not in COUNTS:
-            raise ValueError(f"Budget.count must be one of {COUNTS}, got {self.count!r}")
+            raise BudgetError(f"Budget.count must be one of {COUNTS}, got {self.count!r}")
 
     @classmethod
     def parse(cls, text: str, count: Literal["compute", "total"] = "compute") -> Budget:
         """`"40e6:60e6"` or `"40M:60M"` (suffixes k, M, B) as a budget, for the command line."""
         parts = str(text).split(":")
         if len(parts) != 2:
-            raise ValueError(f"budget {text!r} must be MIN:MAX, e.g. 40e6:60e6 or 40M:60M")
+            raise BudgetError(f"budget {text!r} must be MIN:MAX, e.g. 40e6:60e6 or 40M:60M")
         return cls(_parse_count(parts[0], "budget minimum"), _parse_count(parts[1], "budget maximum"), count)
 
     def params(self, config: ArchConfig) -> int:
@@ -86,7 +91,7 @@ class Budget:
     def from_dict(cls, data: Mapping[str, Any]) -> Budget:
         unknown = sorted(set(data) - {"min_params", "max_params", "count"})
         if unknown:
-            raise ValueError(f"Budget: unknown fields {unknown}; expected min_params, max_params and count")
+            raise BudgetError(f"Budget: unknown fields {unknown}; expected min_params, max_params and count")
         return cls(**data)
 
     def __str__(self) -> str:
@@ -396,7 +401,7 @@ class SearchSpace:
             low, high = self.param_range(budget.count)
             # Inside the reachable range a narrow budget can still fall between two neighbouring shapes.
             hint = "; it falls between the shapes' counts, so widen it" if low <= budget.min_params <= high else ""
-            raise ValueError(
+            raise BudgetError(
                 f"budget {budget} is unreachable in this search space: its shapes have {low / 1e6:.2f} M to "
                 f"{high / 1e6:.2f} M {budget.count} parameters ({low}..{high}){hint}"
             )
@@ -443,7 +448,7 @@ class SearchSpace:
             raise ValueError(f"random_feasible: n must be a positive integer, got {n!r}")
         configs = self.draw_feasible(n, budget, rng, max_tries=max_tries)
         if len(configs) < n:
-            raise ValueError(f"budget {budget} holds only {len(configs)} shapes of this search space; asked for {n}")
+            raise BudgetError(f"budget {budget} holds only {len(configs)} shapes of this search space; asked for {n}")
         return configs
 
     def to_dict(self) -> dict[str, Any]:

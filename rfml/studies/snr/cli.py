@@ -26,7 +26,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         help="study YAML, or a shipped one by name (snr_study_radioml, snr_study_ism); default settings if none",
     )
-    parser.add_argument("--out", default="snr_study", help="study folder (results.jsonl, models/, report.md)")
+    parser.add_argument(
+        "--out",
+        default="runs/rfml-snr-study",
+        help="study folder: results.jsonl, models/, report.md (default runs/rfml-snr-study)",
+    )
     parser.add_argument("--executor", choices=["local", "ray"], default="local", help="process pool here, or Ray")
     parser.add_argument("--workers", type=int, default=None, help="local processes (default cores // threads; 0: here)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
