@@ -1,4 +1,4 @@
-"""Small reference models for trying the profiler: `ondevice profile ondevice.examples:small_cnn`.
+"""Small reference models for trying the profiler: `ondevice profile --model ondevice.examples:small_cnn`.
 
 Each factory returns `(model, example_inputs)`, the contract `ondevice profile` and `ondevice bundle` expect.
 """

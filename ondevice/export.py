@@ -8,7 +8,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,3 +230,24 @@ def quantize_dynamic_int8(
     with atomic_path(dst) as tmp, _quiet_exporter():
         quantize_dynamic(src, tmp, weight_type=types[weight_type], per_channel=per_channel, reduce_range=reduce_range)
     return dst
+
+
+def write_metadata_props(path: str | os.PathLike, props: Mapping[str, str]) -> Path:
+    """Set the ONNX file's ``metadata_props`` to ``props`` (string keys and values), replacing any there.
+
+    The graph is rewritten atomically beside itself; weights kept in an external data file stay where they are
+    (the graph names that file relative to its own folder).
+    """
+    import onnx
+
+    path = Path(path)
+    bad = [key for key, value in props.items() if not isinstance(key, str) or not isinstance(value, str)]
+    if bad:
+        raise TypeError(f"metadata_props keys and values must be strings; not so for {bad}")
+    model = onnx.load(str(path), load_external_data=False)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        model.metadata_props.add(key=key, value=value)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    return path

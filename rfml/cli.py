@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from ondevice.command_line import (
     Subcommand,
@@ -29,6 +28,7 @@ from ondevice.command_line import (
     lightning_commands,
     positive_ints,
 )
+from ondevice.errors import InputError
 
 
 def generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,28 +81,29 @@ def export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import torch
-
-    from ondevice.export import export_onnx, quantize_dynamic_int8, verify_onnx
+    from rfml.export import export_model
     from rfml.models import create
-    from rfml.trainers.checkpoints import model_from_checkpoint
 
     if args.checkpoint:
-        try:
-            net, length = model_from_checkpoint(args.checkpoint)
-        except (FileNotFoundError, ValueError) as err:
-            print(f"rfml export: {err}", file=sys.stderr)
-            return 2
+        source = {"checkpoint": args.checkpoint}
     else:
-        net, length = create(args.model, args.num_classes, args.length, **args.model_kwargs), args.length
-    net.eval()
-    example = torch.randn(2, 2, length, generator=torch.Generator().manual_seed(0))
-    path = export_onnx(net, example, args.out, input_names=["x"], output_names=["logits"])
-    check = verify_onnx(net, path, example, atol=args.atol)
-    print(f"{path}: ONNX Runtime matches torch, max |diff| {check.max_abs_error:.2e} (atol {args.atol:g})")
-    if args.int8:
-        int8 = quantize_dynamic_int8(path, Path(args.out).with_suffix(".int8.onnx"))
-        print(f"{int8}: dynamic int8")
+        source = {
+            "model": create(args.model, args.num_classes, args.length, **args.model_kwargs),
+            "length": args.length,
+        }
+    try:
+        done = export_model(args.out, atol=args.atol, int8=args.int8, **source)
+    except (FileNotFoundError, ValueError) as err:  # a missing or unusable checkpoint: it and the field are named
+        raise InputError(str(err)) from err
+    print(f"{done.path}: ONNX Runtime matches torch, max |diff| {done.check.max_abs_error:.2e} (atol {args.atol:g})")
+    trained = done.props.get("trained") == "true"
+    print(
+        f"{done.path}: metadata_props for `python -m ondevice.device predict` ("
+        + ("classes, preprocessing, checkpoint sha256" if trained else "untrained: length only")
+        + ")"
+    )
+    if done.int8_path:
+        print(f"{done.int8_path}: dynamic int8, same metadata_props")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 - ``slm fit | validate | test -c CONFIG``: LightningCLI pre-training (``slm.train``); ``CONFIG`` is a YAML path or
   the name of a shipped config (``slm configs`` lists them).
-- ``slm profile --preset NAME | --config FILE``: prefill and decode latency, side by side (``slm.latency``).
+- ``slm profile --model NAME|FILE.yaml``: prefill and decode latency, side by side (``slm.latency``).
 - ``slm search --budget 40e6:60e6``: runtime-first shape search (``slm.search``); ``--device-bundle DIR`` sends
   the shortlist to a board, ``--ingest RESULTS.json`` finishes from the board's timings (``slm.search.device``).
 - ``slm export``: prefill and decode ONNX graphs of a preset, a config or a trained checkpoint: the graphs the
@@ -214,16 +214,23 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from slm.export import export_graphs, random_model
+    from slm.export import export_checkpoint, export_graphs, random_model
 
     if args.checkpoint:
-        from slm.train import LanguageModel
-
-        models = {Path(args.checkpoint).stem: LanguageModel.load_from_checkpoint(args.checkpoint).model.eval()}
-    else:
-        models = {name: random_model(config) for name, config in _configs(args).items()}
-    for name, model in models.items():
-        for kind, path in export_graphs(model, args.out, stem=name, int8=args.int8).items():
+        if args.models:
+            raise InputError("give --checkpoint or --model, not both")
+        try:
+            done = export_checkpoint(args.checkpoint, args.out, int8=args.int8)
+        except ValueError as err:  # an unusable checkpoint or tokenizer: the file and the field are named
+            raise InputError(str(err)) from err
+        for kind, path in done.files.items():
+            print(f"{kind}: {path}")
+        print(done.verification_line())
+        return 0
+    if not args.models:
+        raise InputError("give --checkpoint (a checkpoint of slm fit) or --model PRESET|FILE.yaml")
+    for name, config in _configs(args).items():
+        for kind, path in export_graphs(random_model(config), args.out, stem=name, int8=args.int8).items():
             print(f"{kind}: {path}")
     return 0
 

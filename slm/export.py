@@ -13,13 +13,18 @@ shape arithmetic (`benchmarks/RESULTS.md`, slm § 0), so what ships by default i
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx
+from ondevice.io import atomic_path, sha256_file
 from slm.arch import ArchConfig
 from slm.graphs import build_graphs, cache_names, weights_from_model
 from slm.model import GPT
@@ -150,3 +155,99 @@ def random_model(config: ArchConfig, seed: int = 0) -> GPT:
 
 def as_arrays(inputs: tuple[Tensor, ...], names: list[str]) -> dict[str, np.ndarray]:
     return {n: t.numpy() for n, t in zip(names, inputs, strict=True)}
+
+
+@dataclass(frozen=True)
+class CheckpointExport:
+    """What `export_checkpoint` wrote: the graphs (as `export_graphs` names them), the tokenizer copied beside them,
+    and the check that the copy loads with the model's vocabulary size."""
+
+    files: dict[str, Path]
+    tokenizer: Path
+    tokenizer_vocab_size: int
+    model_vocab_size: int
+
+    @property
+    def vocab_ok(self) -> bool:
+        return self.tokenizer_vocab_size == self.model_vocab_size
+
+    def verification_line(self) -> str:
+        return (
+            f"{self.tokenizer}: loads, vocab {self.tokenizer_vocab_size} = the model's {self.model_vocab_size}"
+            if self.vocab_ok
+            else f"{self.tokenizer}: vocab {self.tokenizer_vocab_size}, the model's {self.model_vocab_size}"
+        )
+
+
+def checkpoint_tokenizer(checkpoint: Mapping[str, Any], where: str) -> Path:
+    """The tokenizer an `slm fit` checkpoint was trained with: the path it records (``slm.tokenizer_path``), else
+    ``tokenizer.json`` in its datamodule's ``data_dir``; its sha256 must match the one recorded."""
+    from slm.data import TOKENIZER_NAME
+    from slm.train import CHECKPOINT_KEY
+
+    record = checkpoint.get(CHECKPOINT_KEY) or {}
+    data_dir = (checkpoint.get("datamodule_hyper_parameters") or {}).get("data_dir")
+    recorded = record.get("tokenizer_path")
+    path = Path(recorded) if recorded else Path(data_dir) / TOKENIZER_NAME if data_dir else None
+    if path is None:
+        raise ValueError(f"{where}: fields 'slm.tokenizer_path' and 'datamodule_hyper_parameters.data_dir' are empty")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{where}: its tokenizer {path} (field 'slm.tokenizer_path') is missing; rerun `slm fit`'s data "
+            "preparation with the same data settings, which writes it again"
+        )
+    expected = record.get("tokenizer_sha256")
+    if expected and sha256_file(path) != expected:
+        raise ValueError(
+            f"{where}: {path} is not the tokenizer it was trained with (field 'slm.tokenizer_sha256' is "
+            f"{expected[:12]}…, the file's {sha256_file(path)[:12]}…)"
+        )
+    return path
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    int8: bool = False,
+    tokenizer: str | os.PathLike | None = None,
+) -> CheckpointExport:
+    """Export an `slm fit` checkpoint's model with `export_graphs` (stem: the checkpoint's file stem) and copy its
+    tokenizer beside the graphs as ``tokenizer.json`` (written atomically).
+
+    The checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain containers, never code.
+    ``tokenizer`` overrides the path the checkpoint records.
+
+    Raises:
+        FileNotFoundError: no checkpoint, or no tokenizer file.
+        ValueError: not an `slm fit` checkpoint, a tokenizer other than the one recorded, or one whose vocabulary
+            size differs from the model's.
+    """
+    from tokenizers import Tokenizer
+
+    from slm.data import TOKENIZER_NAME
+    from slm.train import load_gpt, read_checkpoint
+
+    checkpoint = Path(checkpoint)
+    state = read_checkpoint(checkpoint)
+    model = load_gpt(state, str(checkpoint)).eval()
+    source = Path(tokenizer) if tokenizer is not None else checkpoint_tokenizer(state, str(checkpoint))
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such tokenizer file")
+    vocab = Tokenizer.from_file(str(source)).get_vocab_size()
+    if vocab != model.config.vocab_size:
+        raise ValueError(
+            f"{source}: the tokenizer has {vocab} tokens but {checkpoint}'s model (field 'hyper_parameters.arch."
+            f"vocab_size') has {model.config.vocab_size}; export with the tokenizer it was trained with"
+        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = export_graphs(model, out, stem=checkpoint.stem, int8=int8)
+    copied = out / TOKENIZER_NAME
+    with atomic_path(copied) as tmp:
+        shutil.copyfile(source, tmp)
+    loaded = Tokenizer.from_file(str(copied)).get_vocab_size()
+    result = CheckpointExport(files, copied, loaded, model.config.vocab_size)
+    if not result.vocab_ok:
+        raise ValueError(f"{copied}: the copied tokenizer has {loaded} tokens, the model {model.config.vocab_size}")
+    return result
