@@ -37,7 +37,7 @@ from ondevice.export import (
     quantize_dynamic_int8,
     verify_onnx,
 )
-from ondevice.io import sha256_file, write_json_atomic
+from ondevice.io import sha256_file, share_like_umask, write_json_atomic
 from ondevice.profile import model_facts
 from ondevice.report import LatencyReport
 
@@ -77,7 +77,7 @@ def write_bundle(
     if not models:
         raise ValueError("a bundle needs at least one model")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    tmp = share_like_umask(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         entries = []
         for name, (model, example) in models.items():

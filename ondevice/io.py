@@ -28,6 +28,19 @@ def sha256_file(path: str | os.PathLike) -> str:
 os.umask(_UMASK := os.umask(0o022))  # the process's umask, read once: reading it sets it for a moment
 
 
+def umask_mode(directory: bool = False) -> int:
+    """The mode ``open()`` (0666) or ``mkdir()`` (0777) would give a new file or folder under the user's umask."""
+    return (0o777 if directory else 0o666) & ~_UMASK
+
+
+def share_like_umask(path: str | os.PathLike) -> Path:
+    """Give a file or folder made by ``tempfile`` (always private: 0600 / 0700) the mode of a plain new one, so
+    what is renamed into place is as readable as anything else the user writes (a bundle copied to a board)."""
+    path = Path(path)
+    os.chmod(path, umask_mode(directory=path.is_dir()))
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside `path` to write to; renamed onto `path` on success, removed on failure.
@@ -42,7 +55,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         # mkstemp's file is private (0600): keep the replaced file's mode, or give the one open() would.
-        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_UMASK)
+        os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else umask_mode())
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -65,3 +78,12 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def refuse_to_overwrite(folders: Any, pattern: str, flag: str) -> None:
+    """Raise ``FileExistsError`` if any of ``folders`` already holds files matching ``pattern`` (an earlier run's
+    checkpoints, say), naming them and ``flag``, the option that allows writing over them."""
+    found = sorted(str(p) for folder in folders if folder is not None for p in Path(folder).glob(pattern))
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise FileExistsError(f"{shown} already exist(s) from an earlier run; pass {flag} to write over them")

@@ -17,7 +17,8 @@ from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
 from ondevice.distill import kd_loss
-from ondevice.io import sha256_file
+from ondevice.io import refuse_to_overwrite, sha256_file
+from ondevice.quiet import silence_lightning
 from slm.arch import ArchConfig
 from slm.data import EOT, META_NAME, TOKENIZER_NAME
 from slm.model import GPT
@@ -299,13 +300,26 @@ def _data_tokenizer_sha256(datamodule: Any) -> str | None:
 
 # ------------------------------------------------------------------------------------------------------ the CLI
 
+# What `slm fit` uses where a config sets nothing (a search's chosen.yaml names only the model and data): the
+# shipped configs' 300 steps (tiny, tiny_teacher and tiny_distill all train 300 steps), and
+# a CSV logger under runs/slm, so every run has a metrics.csv and a versioned folder (checkpoints go to its
+# checkpoints/ when checkpoint.dirpath is unset).
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "trainer.max_steps": 300,
+    "trainer.log_every_n_steps": 10,
+    "trainer.default_root_dir": "runs/slm",
+    "trainer.logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs/slm"}},
+}
+
 
 def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> Any:
     """``slm fit|validate|test``: LightningCLI over `LanguageModel` and `slm.data.TextDataModule` (subclasses too).
 
     The model's ``arch.vocab_size`` sets the data's ``vocab_size`` (a link: the data's is not set by hand), so
     the tokenizer is trained for exactly the embedding table. A ModelCheckpoint on ``val/loss`` (``best.ckpt``
-    and ``last.ckpt``) is always on; its options live under ``checkpoint.*``. Returns the LightningCLI; with
+    and ``last.ckpt``) is always on; its options live under ``checkpoint.*``, and ``fit`` refuses to write over an
+    earlier run's checkpoints unless ``--overwrite_checkpoints true``. A config without trainer settings (a
+    search's ``chosen.yaml``) gets `TRAINER_DEFAULTS`. Returns the LightningCLI; with
     ``run=False`` nothing runs (a leading ``fit``/``validate``/``test`` is dropped, since LightningCLI then takes
     no subcommand) and its model, datamodule and trainer are ready to drive by hand.
     """
@@ -323,12 +337,30 @@ def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> Any:
                     "checkpoint.filename": "best",
                     "checkpoint.save_last": True,
                     "checkpoint.enable_version_counter": False,
+                    **TRAINER_DEFAULTS,
                 }
+            )
+            parser.add_argument(
+                "--overwrite_checkpoints",
+                type=bool,
+                default=False,
+                help="fit: write over the checkpoints an earlier run left in checkpoint.dirpath",
             )
             parser.link_arguments(
                 "model.init_args.arch", "data.init_args.vocab_size", compute_fn=_arch_vocab_size, apply_on="parse"
             )
 
+        def before_fit(self) -> None:
+            config = self.config[self.subcommand]
+            if self.trainer.fast_dev_run or config.get("ckpt_path") or config.get("overwrite_checkpoints"):
+                return  # fast_dev_run writes no checkpoint; a resumed fit continues its own run
+            folders = [getattr(cb, "dirpath", None) for cb in self.trainer.checkpoint_callbacks]
+            try:
+                refuse_to_overwrite(folders, "*.ckpt", "--overwrite_checkpoints true")
+            except FileExistsError as error:
+                self.parser.error(f"slm fit: {error} (or set a new checkpoint.dirpath)")
+
+    silence_lightning()
     args = None if args is None else list(args)
     if not run and args and args[0] in SUBCOMMANDS:
         args = args[1:]

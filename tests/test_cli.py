@@ -136,7 +136,7 @@ def test_validate_test_writes_the_report_and_predict_writes_every_prediction(wor
     data = SignalDataModule("rml2016.10a", str(workdir / "data"), per_key=PER_KEY)
     data.setup()
     test_rows = data.rows["test"]
-    config = ["-c", str(CONFIGS / "clst.yaml"), *data_args(workdir), "--checkpoint", str(teacher)]
+    config = ["-c", str(CONFIGS / "clst.yaml"), *data_args(workdir), "--ckpt_path", str(teacher)]
     validated = lightning_main(["validate", *config])
     assert 0.0 <= float(validated.trainer.callback_metrics["val/acc"]) <= 1.0
     lightning_main(["test", *config, "--model.init_args.report_dir", "report"])
@@ -198,7 +198,7 @@ def test_ddp_fit_on_two_cpu_processes_gives_a_checkpoint_that_test_loads(workdir
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr + done.stdout
     ckpt = root / "best.ckpt"
     assert ckpt.is_file()
-    test = ["test", "-c", str(CONFIGS / "kd_cnn.yaml"), *data_args(workdir), "--checkpoint", str(ckpt)]
+    test = ["test", "-c", str(CONFIGS / "kd_cnn.yaml"), *data_args(workdir), "--ckpt_path", str(ckpt)]
     cli = lightning_main([*test, "--model.init_args.report_dir", "ddp_report"])
     weights = torch.load(ckpt, weights_only=True)["state_dict"]
     torch.testing.assert_close(cli.model.net.head[-1].weight, weights["net.head.1.weight"])

@@ -99,8 +99,8 @@ def test_checkpoint_reloads_with_same_val_loss_and_samples(fitted: dict) -> None
     assert reloaded.arch == cli.model.arch and reloaded.teacher is None
     score = cli.trainer.validate(reloaded, datamodule=cli.datamodule, verbose=False)[0]["val/loss"]
     assert score == pytest.approx(float(cli.trainer.checkpoint_callback.best_model_score), abs=1e-5)
-    # The same through `slm validate --checkpoint`, which rebuilds the model from the checkpoint's hyperparameters.
-    args = ["validate", "-c", str(CONFIGS / "tiny.yaml"), *data_args(), "--checkpoint", str(best), *QUIET]
+    # The same through `slm validate --ckpt_path`, which rebuilds the model from the checkpoint's hyperparameters.
+    args = ["validate", "-c", str(CONFIGS / "tiny.yaml"), *data_args(), "--ckpt_path", str(best), *QUIET]
     again = lightning_main(args)
     assert float(again.trainer.callback_metrics["val/loss"]) == pytest.approx(score, abs=1e-5)
 

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
-    silence_lightning()  # Lightning's notices that do not apply here: the demo's own output stays readable
+    silence_lightning(banners=True)  # Lightning's notices that do not apply here: the demo's own output stays readable
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
 

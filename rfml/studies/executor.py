@@ -108,9 +108,12 @@ def _die_with_parent() -> None:
 
 
 def _init_worker(threads: int) -> None:
-    """Initializer of every process of a :class:`LocalExecutor` pool."""
+    """Initializer of every process of a :class:`LocalExecutor` pool (Lightning's known notices silenced once)."""
+    from ondevice.quiet import silence_lightning
+
     _die_with_parent()
     _set_threads(threads)
+    silence_lightning()
 
 
 def _apply(fn: Task, item: Any, threads: int | None) -> Outcome:
@@ -119,8 +122,11 @@ def _apply(fn: Task, item: Any, threads: int | None) -> Outcome:
     The exception object itself is not sent back: it may not unpickle in the caller, and the text is what a
     report needs. ``threads`` (Ray) sets the torch threads first; a pool's initializer has already done so.
     """
-    if threads is not None:
+    if threads is not None:  # a Ray worker: no pool initializer ran
+        from ondevice.quiet import silence_lightning
+
         _set_threads(threads)
+        silence_lightning()
     try:
         return True, fn(item), ""
     except Exception as exc:

@@ -6,6 +6,8 @@
 - ``BestWeights``: the weights of the epoch with the lowest validation loss, kept in memory (no checkpoint file).
 - ``WarmEarlyStopping``: early stopping whose patience counts only from ``min_steps`` optimizer steps on.
 - ``EpochLine``: one printed line per epoch (metrics and seconds), readable in a pipe or a log.
+- ``SavePredictions``: ``rfml predict``'s default writer: one ``.npz`` with class names, labels, SNRs, logits,
+  predicted classes and probabilities.
 """
 
 from __future__ import annotations
@@ -13,11 +15,16 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping
+
+from ondevice.io import atomic_path
 
 
 def _as_float(value: Any) -> float:
@@ -259,3 +266,65 @@ class EpochLine(Callback):
                 parts.append(f"{name} {100 * value:.1f} %" if name.endswith("acc") else f"{name} {value:.3f}")
         parts.append(f"{time.perf_counter() - self._started:.0f} s")
         print("  ".join(parts), flush=True)
+
+
+class SavePredictions(BasePredictionWriter):
+    """Writes a predict run to one ``.npz``, atomically, and prints its path.
+
+    Arrays: ``logits`` [N, C] (float32), ``prob`` [N, C], ``pred`` [N] (class index), ``pred_class`` [N] (its
+    name), ``class_names`` [C], and ``y`` (labels) and ``snr`` [N] when the data has them. The logits are the
+    model's network output, caught by a forward hook on ``pl_module.network`` (the module's ``predict_step``
+    output is used as is when it carries ``logits`` itself); class names come from the DataModule's ``classes``,
+    or are ``class_0 …`` when it has none of the right length. Load with ``np.load(path)`` (no pickle needed).
+    """
+
+    def __init__(self, output: str = "predictions.npz") -> None:
+        super().__init__(write_interval="batch_and_epoch")
+        self.output = output
+        self._logits: list[torch.Tensor] = []
+        self._hook: Any = None
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._logits = []
+        network = getattr(pl_module, "network", pl_module)
+        self._hook = network.register_forward_hook(lambda _m, _i, out: self._logits.append(out.detach().cpu()))
+
+    def write_on_batch_end(self, *args: Any) -> None:
+        """Nothing per batch: the file is written once, at the epoch's end."""
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def write_on_epoch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any] | None,
+    ) -> None:
+        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        if not batches:
+            raise ValueError("SavePredictions: the predict loop produced no batches")
+        arrays = {key: torch.cat([b[key] for b in batches]).cpu().numpy() for key in batches[0]}
+        if "logits" not in arrays:
+            if len(self._logits) != len(batches):
+                raise RuntimeError(
+                    f"SavePredictions: caught {len(self._logits)} network outputs for {len(batches)} batches; "
+                    "the module's predict_step must call its network once per batch or return 'logits'"
+                )
+            arrays["logits"] = torch.cat(self._logits).float().numpy()
+        classes = list(getattr(trainer.datamodule, "classes", None) or [])
+        num_classes = arrays["logits"].shape[1] if arrays["logits"].ndim == 2 else 1
+        arrays.setdefault("pred", arrays["logits"].reshape(len(arrays["logits"]), -1).argmax(-1))
+        names = np.array(classes if len(classes) == num_classes else [f"class_{i}" for i in range(num_classes)])
+        arrays["class_names"] = names
+        if arrays["pred"].dtype.kind in "iu":
+            arrays["pred_class"] = names[arrays["pred"]]
+        path = Path(self.output)
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        pl_module.print(f"predictions: {path} ({len(arrays['pred'])} examples, {num_classes} classes)")

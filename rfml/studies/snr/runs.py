@@ -190,17 +190,17 @@ def fit(module: pl.LightningModule, data: pl.LightningDataModule, train: TrainCo
     timer, best = EpochTimer(), BestWeights()
     steps_per_epoch = max(1, len(data.train_dataloader()))
     stopper = WarmEarlyStopping(train.min_steps, monitor="val/loss", patience=train.patience)
-    trainer = pl.Trainer(
-        max_epochs=max(train.max_epochs, 2 * math.ceil(train.min_steps / steps_per_epoch)),
-        callbacks=[stopper, timer, best],
-        logger=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        accelerator="cpu" if not torch.cuda.is_available() else "auto",
-        devices=1,
-        **QUIET_TRAINER_ARGS,
-    )
-    with quiet_lightning():
+    with quiet_lightning():  # the Trainer's own banners (GPU/TPU available) too, once per training otherwise
+        trainer = pl.Trainer(
+            max_epochs=max(train.max_epochs, 2 * math.ceil(train.min_steps / steps_per_epoch)),
+            callbacks=[stopper, timer, best],
+            logger=False,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            accelerator="cpu" if not torch.cuda.is_available() else "auto",
+            devices=1,
+            **QUIET_TRAINER_ARGS,
+        )
         trainer.fit(module, datamodule=data)
     if best.state is not None:
         module.load_state_dict(best.state)
