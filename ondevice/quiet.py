@@ -47,6 +47,8 @@ def silence_lightning(banners: bool = False) -> None:
     ``banners``: then its loggers are lowered to warnings too (the demo, whose output is its own)."""
     for pattern in NOTICES:
         warnings.filterwarnings("ignore", message=pattern)
+    # "Seed set to N" repeats the config's seed_everything; on a failed run it sat above the one-line error.
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     for name in LOGGERS:
         logger = logging.getLogger(name)
         if _NO_ADVERTS not in logger.filters:

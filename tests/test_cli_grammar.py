@@ -38,7 +38,7 @@ MISTAKES = [
     (("rfml", "fit", "-c", "kd_cnn", "-c", "data/rml2016.10a", "--trainer.fast_dev_run", "true"),
      "rfml fit: error: data/RML2016.10a_dict.pkl: no such dataset file", "never generated"),
     (("slm", "export", "--checkpoint", "missing.ckpt", "--out", "o"), "slm export: error: ",
-     "missing.ckpt: No such file"),
+     "missing.ckpt: no such checkpoint"),
     (("slm", "export", "--model", "tinyy", "--out", "o"), "slm export: error: unknown preset 'tinyy'",
      "did you mean tiny?"),
     (("rfml", "generate", "--preset", "rml2016.10a", "--out", "d/", "--per_key", "3"),
