@@ -8,26 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli import short_run
 
 from rfml.data import write_dataset
 from rfml.data.synthetic import PRESETS
 
 RFML = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "rfml")
 PER_KEY = 5
-SHORT = [
-    "--data.init_args.per_key",
-    str(PER_KEY),
-    "--trainer.max_epochs",
-    "1",
-    "--trainer.limit_train_batches",
-    "2",
-    "--trainer.limit_val_batches",
-    "1",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-]
+SHORT = ["--data.init_args.per_key", str(PER_KEY), *short_run(), "--trainer.enable_model_summary", "false"]
 
 
 def rfml(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -2,8 +2,8 @@
 LightningCLI factory behind ``rfml fit|validate|test|predict``."""
 
 from rfml.trainers.augment import SignalAugment
-from rfml.trainers.callbacks import EpochTimer
-from rfml.trainers.classifier import AMREvaluation, Classifier, PredictionWriter
+from rfml.trainers.callbacks import EpochTimer, PredictionWriter, SavePredictions
+from rfml.trainers.classifier import AMREvaluation, Classifier
 from rfml.trainers.skd import SKD, skd_loss
 from rfml.trainers.snr_regressor import SNRRegressor
 
@@ -14,6 +14,7 @@ __all__ = [
     "EpochTimer",
     "PredictionWriter",
     "SNRRegressor",
+    "SavePredictions",
     "SignalAugment",
     "skd_loss",
 ]

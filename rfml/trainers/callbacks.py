@@ -271,31 +271,16 @@ class EpochLine(Callback):
 class SavePredictions(BasePredictionWriter):
     """Writes a predict run to one ``.npz``, atomically, and prints its path.
 
-    Arrays: ``logits`` [N, C] (float32), ``prob`` [N, C], ``pred`` [N] (class index), ``pred_class`` [N] (its
-    name), ``class_names`` [C], and ``y`` (labels) and ``snr`` [N] when the data has them. The logits are the
-    model's network output, caught by a forward hook on ``pl_module.network`` (the module's ``predict_step``
-    output is used as is when it carries ``logits`` itself); class names come from the DataModule's ``classes``,
-    or are ``class_0 …`` when it has none of the right length. Load with ``np.load(path)`` (no pickle needed).
+    The arrays are those the module's ``predict_step`` returns, concatenated over batches: for rfml's AMR modules
+    (``Classifier``, ``SKD``) ``logits`` [N, C] (float32), ``prob`` [N, C], ``pred`` [N] (class index), and ``y``
+    (labels) and ``snr`` [N] when the data has them. With ``logits``, ``class_names`` [C] (the DataModule's
+    ``classes``, or ``class_0 …`` when it has none of the right length) and ``pred_class`` [N] (each prediction's
+    name) are added. Load with ``np.load(path)`` (no pickle needed).
     """
 
     def __init__(self, output: str = "predictions.npz") -> None:
-        super().__init__(write_interval="batch_and_epoch")
+        super().__init__(write_interval="epoch")
         self.output = output
-        self._logits: list[torch.Tensor] = []
-        self._hook: Any = None
-
-    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._logits = []
-        network = getattr(pl_module, "network", pl_module)
-        self._hook = network.register_forward_hook(lambda _m, _i, out: self._logits.append(out.detach().cpu()))
-
-    def write_on_batch_end(self, *args: Any) -> None:
-        """Nothing per batch: the file is written once, at the epoch's end."""
-
-    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
 
     def write_on_epoch_end(
         self,
@@ -308,23 +293,22 @@ class SavePredictions(BasePredictionWriter):
         if not batches:
             raise ValueError("SavePredictions: the predict loop produced no batches")
         arrays = {key: torch.cat([b[key] for b in batches]).cpu().numpy() for key in batches[0]}
-        if "logits" not in arrays:
-            if len(self._logits) != len(batches):
-                raise RuntimeError(
-                    f"SavePredictions: caught {len(self._logits)} network outputs for {len(batches)} batches; "
-                    "the module's predict_step must call its network once per batch or return 'logits'"
-                )
-            arrays["logits"] = torch.cat(self._logits).float().numpy()
-        classes = list(getattr(trainer.datamodule, "classes", None) or [])
-        num_classes = arrays["logits"].shape[1] if arrays["logits"].ndim == 2 else 1
-        arrays.setdefault("pred", arrays["logits"].reshape(len(arrays["logits"]), -1).argmax(-1))
-        names = np.array(classes if len(classes) == num_classes else [f"class_{i}" for i in range(num_classes)])
-        arrays["class_names"] = names
-        if arrays["pred"].dtype.kind in "iu":
-            arrays["pred_class"] = names[arrays["pred"]]
+        said = ""
+        if "logits" in arrays:
+            num_classes = arrays["logits"].shape[1]
+            classes = list(getattr(trainer.datamodule, "classes", None) or [])
+            names = np.array(classes if len(classes) == num_classes else [f"class_{i}" for i in range(num_classes)])
+            arrays["class_names"] = names
+            arrays["pred_class"] = names[arrays.setdefault("pred", arrays["logits"].argmax(-1))]
+            said = f", {num_classes} classes"
         path = Path(self.output)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        pl_module.print(f"predictions: {path} ({len(arrays['pred'])} examples, {num_classes} classes)")
+        count = len(next(iter(arrays.values())))
+        pl_module.print(f"predictions: {path} ({count} examples{said})")
+
+
+# The writer a config names as rfml.trainers.PredictionWriter (its earlier name, when it wrote pred/prob/y/snr only).
+PredictionWriter = SavePredictions

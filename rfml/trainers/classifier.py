@@ -8,20 +8,17 @@ SNR ≥ 10 dB).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ondevice.io import atomic_path
 from rfml.models import create
 from rfml.trainers.augment import SignalAugment
 from rfml.trainers.evaluation import HIGH_SNR_DB, SNRConfusion, summarize_confusion, write_amr_report
@@ -85,10 +82,10 @@ class AMREvaluation:
         self.test_confusion.update(logits, y, snr)
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        """``pred`` and ``prob`` per example, with ``y`` and ``snr`` when the batch has them."""
+        """``logits``, ``pred`` and ``prob`` per example, with ``y`` and ``snr`` when the batch has them."""
         x = batch["x"] if isinstance(batch, dict) else batch
         logits = self.network(x)
-        out = {"pred": logits.argmax(-1), "prob": logits.softmax(-1)}
+        out = {"logits": logits.float(), "pred": logits.argmax(-1), "prob": logits.softmax(-1)}
         if isinstance(batch, dict):
             out.update({key: batch[key] for key in ("y", "snr") if key in batch})
         return out
@@ -177,29 +174,3 @@ class Classifier(AMREvaluation, TrainingRecipe, pl.LightningModule):
         self.val_accuracy(logits, y)
         self.log("val/loss", F.cross_entropy(logits, y), prog_bar=True, batch_size=len(y), sync_dist=True)
         self.log("val/acc", self.val_accuracy, prog_bar=True, batch_size=len(y))
-
-
-class PredictionWriter(BasePredictionWriter):
-    """Writes ``rfml predict`` output to one ``.npz`` (pred, prob, and y/snr when the data has them), atomically."""
-
-    def __init__(self, output: str = "predictions.npz") -> None:
-        super().__init__(write_interval="epoch")
-        self.output = output
-
-    def write_on_epoch_end(
-        self,
-        trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
-        predictions: Sequence[Any],
-        batch_indices: Sequence[Any] | None,
-    ) -> None:
-        batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        if not batches:
-            raise ValueError("PredictionWriter: the predict loop produced no batches")
-        arrays = {key: torch.cat([b[key] for b in batches]).cpu().numpy() for key in batches[0]}
-        path = Path(self.output)
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        pl_module.print(f"predictions: {path} ({len(arrays['pred'])} examples)")
