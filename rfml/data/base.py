@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import reprlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,11 +44,119 @@ class DatasetFormatError(ValueError, InputError):
         super().__init__(f"{path}: field {field!r}: {problem}")
         self.path = path
         self.field = field
+        self.problem = problem
 
 
 class DatasetIdentityError(DatasetFormatError):
     """A dataset file is readable but is not the data asked for (per-key count, classes, SNRs, or the preset, seed,
     channel or per_key of its provenance record); the message says what differs and how to regenerate it."""
+
+
+# ---- value checks shared by every loader: one-hot labels, SNRs, finite frames -------------------------------------
+
+# The SNR labels a loader admits, in dB (both ends included). The published sets span -20..30 dB; anything far
+# outside is a corrupt or crafted file, and a bound keeps every SNR well inside int64 (no overflow, no wrap).
+SNR_RANGE_DB = (-100, 100)
+# The finite check reads frames in blocks of at most this many bytes, so its memory stays bounded on any file.
+FINITE_CHUNK_BYTES = 64 << 20
+FINITE_HINT = "pass finite=False (config: data.init_args.finite: false) to load non-finite frames anyway"
+
+
+def brief_repr(value: Any, depth: int = 0) -> str:
+    """``repr(value)`` for a value read from a file, bounded in size and never raising.
+
+    An integer longer than 256 bits is shown by its size (Python refuses to print more than 4300 digits), and long
+    or deep containers and strings are cut short, so a message about a crafted key can neither fail nor flood.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if value.bit_length() <= 256 else f"<an integer of {value.bit_length()} bits>"
+    if isinstance(value, tuple) and depth < 3 and len(value) <= 4:
+        items = [brief_repr(item, depth + 1) for item in value]
+        return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+    if isinstance(value, np.generic | float | type(None)) or (isinstance(value, str | bytes) and len(value) <= 100):
+        return repr(value)
+    try:
+        return reprlib.repr(value)
+    except (ValueError, RecursionError):
+        return f"<a {type(value).__name__}>"
+
+
+def check_one_hot(block: np.ndarray, path: str, field: str, first_row: int = 0) -> np.ndarray:
+    """The class index of each row of a one-hot ``block`` (rows ``first_row`` on of ``field``), as int64.
+
+    Every row must hold exactly one 1 and zeros elsewhere (any numeric dtype; a NaN, a 2 or a -1 is refused even
+    where the row sums to 1). Raises :class:`DatasetFormatError` naming the first row that is not.
+    """
+    ones = block == 1
+    valid = ((ones | (block == 0)).all(axis=1)) & (ones.sum(axis=1) == 1)
+    if not valid.all():
+        bad = int(np.flatnonzero(~valid)[0])
+        shown = str(block[bad][:32].tolist())[:-1] + (", …]" if block.shape[1] > 32 else "]")
+        raise DatasetFormatError(
+            path, field, f"row {first_row + bad} is not one-hot: {shown}; expected exactly one 1 and zeros elsewhere"
+        )
+    return ones.argmax(axis=1).astype(np.int64)
+
+
+def check_snrs(values: np.ndarray | Sequence[int], path: str, field: str, row_name: str = "row") -> np.ndarray:
+    """``values`` as int64 SNRs in dB, each checked to lie in :data:`SNR_RANGE_DB` before any cast.
+
+    ``values`` is a numpy array of an integer dtype (``uint64`` included: a value that does not fit is refused,
+    never wrapped) or a sequence of Python integers of any size (a pickle's keys), compared as Python integers.
+    Raises :class:`DatasetFormatError` naming ``field`` and the first ``row_name`` out of range (the row index;
+    a single value is named by ``field`` alone).
+    """
+    low, high = SNR_RANGE_DB
+    expected = f"expected an SNR in {low}..{high} dB"
+    if not isinstance(values, np.ndarray):
+        numbers = [int(value) for value in values]  # exact for Python and numpy integers of any width
+        bad = next((k for k, value in enumerate(numbers) if not low <= value <= high), None)
+        if bad is not None:
+            where = f"{row_name} {bad} holds" if len(numbers) > 1 else "holds"
+            raise DatasetFormatError(path, field, f"{where} {brief_repr(numbers[bad])} dB; {expected}")
+        return np.asarray(numbers, dtype=np.int64)
+    if not np.issubdtype(values.dtype, np.integer):
+        raise DatasetFormatError(path, field, f"expected an integer SNR array, got dtype {values.dtype}")
+    # Compare in the array's own dtype, against bounds that fit it: nothing is cast before it is known to fit.
+    info = np.iinfo(values.dtype)
+    inside = (values >= values.dtype.type(max(low, info.min))) & (values <= values.dtype.type(min(high, info.max)))
+    if not inside.all():
+        flat = values.reshape(-1)
+        bad = int(np.flatnonzero(~inside.reshape(-1))[0])
+        raise DatasetFormatError(path, field, f"{row_name} {bad} holds {int(flat[bad])} dB; {expected}")
+    return values.astype(np.int64)
+
+
+def check_finite(
+    frames: np.ndarray,
+    path: str,
+    field: str,
+    first_row: int = 0,
+    describe: Callable[[int], str] = "row {}".format,
+) -> None:
+    """Raise :class:`DatasetFormatError` naming the first row of ``frames`` (``[rows, ...]``) holding NaN or ±Inf.
+
+    Rows are numbered from ``first_row`` (for a block read from a larger file) and named by ``describe`` (default
+    ``row N``). The check is vectorised over blocks of at most :data:`FINITE_CHUNK_BYTES`, so its temporary memory
+    is a fraction of that whatever the size of ``frames``.
+    """
+    rows = len(frames)
+    if rows == 0:
+        return
+    step = max(1, FINITE_CHUNK_BYTES // max(1, frames[0].nbytes))
+    for start in range(0, rows, step):
+        block = frames[start : start + step]
+        good = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+        if good.all():
+            continue
+        bad = start + int(np.flatnonzero(~good)[0])
+        nans, infs = int(np.isnan(frames[bad]).sum()), int(np.isinf(frames[bad]).sum())
+        found = ", ".join(f"{count} {name}" for count, name in ((nans, "NaN"), (infs, "Inf")) if count)
+        raise DatasetFormatError(
+            path,
+            field,
+            f"{describe(first_row + bad)} holds non-finite values ({found}); expected finite frames; {FINITE_HINT}",
+        )
 
 
 # ---- provenance: what a generated file records about how it was made --------------------------------------------
@@ -246,9 +355,14 @@ class SignalDataset(Dataset[Batch], ABC):
         return self.get_batch(indices)
 
     def _check_indices(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
-        idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64)
-        if idx.ndim != 1:
-            raise ValueError(f"indices must be one-dimensional, got shape {idx.shape}")
+        raw = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+        if raw.ndim != 1:
+            raise ValueError(f"indices must be one-dimensional, got shape {raw.shape}")
+        if raw.size and raw.dtype.kind not in "iu":  # floats would be truncated ([1.5, 2.7] read rows 1 and 2)
+            raise ValueError(f"indices must be integers (an integer dtype), got dtype {raw.dtype}")
+        if raw.dtype.kind == "u" and raw.size and int(raw.max()) >= len(self):  # before the cast, which would wrap
+            raise IndexError(f"index {int(raw.max())} is out of range for a dataset of {len(self)} examples")
+        idx = raw.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
             raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} examples")

@@ -20,12 +20,13 @@ from rfml.data.base import (
     ISM_RECORD,
     PROVENANCE_ATTR,
     DatasetFormatError,
+    check_finite,
     describe_provenance,
     parse_provenance,
     read_sidecar,
     sidecar_path,
 )
-from rfml.data.radioml import RadioML2018
+from rfml.data.radioml import RadioML2018, parse_key
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.data.synthetic import PRESETS, DatasetPreset
 
@@ -95,7 +96,8 @@ class DatasetInfo:
     length: int | None = None
     arrays: list[Array] = field(default_factory=list)
     format: str | None = None
-    problems: list[tuple[str, str, str]] = field(default_factory=list)  # (check, field, problem) met in reading
+    # (check, field, problem) met in reading: layout faults, SNRs out of range, non-finite frames
+    problems: list[tuple[str, str, str]] = field(default_factory=list)
     label_error: str | None = None  # why the labels could not be counted, if they could not
     provenance: dict[str, Any] | None = None  # the record of a file rfml generate wrote; None for other files
 
@@ -179,6 +181,16 @@ def match_card(info: DatasetInfo) -> tuple[str | None, bool]:
     return best, scores[best] == len(found)
 
 
+def _finite_problem(info: DatasetInfo, frames: Any, path: str, field: str, **describe: Any) -> None:
+    """Record (as a ``layout`` problem) the first frame of ``frames`` holding NaN or ±Inf, as the loaders name it."""
+    if not isinstance(frames, np.ndarray) or frames.ndim < 1 or not np.issubdtype(frames.dtype, np.inexact):
+        return  # the shape and dtype checks judge anything else
+    try:
+        check_finite(frames, path, field, **describe)
+    except DatasetFormatError as err:
+        info.problems.append(("layout", err.field, err.problem))
+
+
 def _read_pickle(path: str, data: Any) -> DatasetInfo:
     info = DatasetInfo(path, "pickle", _sizes(path))
     if not isinstance(data, dict) or not data:
@@ -189,18 +201,18 @@ def _read_pickle(path: str, data: Any) -> DatasetInfo:
         return info
     found: dict[tuple[str, int], int] = {}
     for key, value in data.items():
-        label = f"key {key!r}"
-        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], str)) or not (
-            isinstance(key[1], int | np.integer) and not isinstance(key[1], bool)
-        ):
-            info.problems.append(("layout", label, "expected a (modulation name: str, SNR in dB: int) tuple"))
+        try:  # the loader's own key check: a (str, int) tuple with the SNR in range
+            name, snr = parse_key(key, path)
+        except DatasetFormatError as err:
+            info.problems.append(("layout", err.field, err.problem))
             continue
-        label = f"key {(key[0], int(key[1]))!r}"
+        label = f"key {(name, snr)!r}"
         if not isinstance(value, np.ndarray):
             info.problems.append(("layout", label, f"expected a numpy array, found {type(value).__name__}"))
             continue
         info.arrays.append(Array(label, value.shape, str(value.dtype), "key"))
-        found[(key[0], int(key[1]))] = int(value.shape[0]) if value.ndim else 0
+        _finite_problem(info, value, path, label)
+        found[(name, snr)] = int(value.shape[0]) if value.ndim else 0
         if info.length is None and value.ndim == 3:
             info.length = int(value.shape[2])
     info.classes = sorted({name for name, _ in found})
@@ -210,7 +222,7 @@ def _read_pickle(path: str, data: Any) -> DatasetInfo:
     return info
 
 
-def _read_hdf5(path: str) -> DatasetInfo:
+def _read_hdf5(path: str, scan_frames: bool = False) -> DatasetInfo:
     info = DatasetInfo(path, "hdf5", _sizes(path))
     try:
         handle = h5py.File(path, "r")
@@ -223,9 +235,15 @@ def _read_hdf5(path: str) -> DatasetInfo:
             info.classes = [str(name) for name in handle.attrs["classes"]]
         if PROVENANCE_ATTR in handle.attrs:
             info.provenance = parse_provenance(str(handle.attrs[PROVENANCE_ATTR]), f"{path} ({PROVENANCE_ATTR})")
-        sets = {name: handle.get(name) for name in ("X", "Y", "Z")}
+        links = {name: handle.get(name, getlink=True) for name in ("X", "Y", "Z")}
+        # An external link is not followed (its target could be any file, a FIFO or a device); the loader refuses it.
+        sets = {name: None if isinstance(link, h5py.ExternalLink) else handle.get(name) for name, link in links.items()}
         for name, item in sets.items():
-            if not isinstance(item, h5py.Dataset):
+            link = links[name]
+            if isinstance(link, h5py.ExternalLink):
+                where = f"an external link to {link.path!r} in {link.filename}, outside this file"
+                info.problems.append(("layout", name, f"is {where}; expected data stored in the file itself"))
+            elif not isinstance(item, h5py.Dataset):
                 info.problems.append(("layout", name, f"missing (an HDF5 dataset); the file has {sorted(handle)}"))
             else:
                 info.arrays.append(Array(name, item.shape, str(item.dtype), name))
@@ -237,11 +255,16 @@ def _read_hdf5(path: str) -> DatasetInfo:
     if any(not isinstance(item, h5py.Dataset) for item in sets.values()):
         return info
     names = info.classes if info.classes is not None else [f"class {i}" for i in range(info.num_classes)]
-    try:  # the 2018 loader reduces Y (chunk by chunk) and validates it as one-hot
-        loaded = RadioML2018(path, class_order=names, check_provenance=False)
+    try:  # the 2018 loader reduces Y (chunk by chunk) and validates it as one-hot, and Z as SNRs in range
+        loaded = RadioML2018(path, class_order=names, check_provenance=False, finite=False)
     except DatasetFormatError as err:
         info.label_error = str(err)
         return info
+    if scan_frames:  # the loader's own scan of X, block by block
+        try:
+            loaded.scan_finite()
+        except DatasetFormatError as err:
+            info.problems.append(("layout", err.field, err.problem))
     loaded.close()
     pairs, counts = np.unique(np.stack([loaded.y.numpy(), loaded.snr.numpy()]), axis=1, return_counts=True)
     info.counts = {(int(c), int(s)): int(n) for (c, s), n in zip(pairs.T, counts, strict=True)}
@@ -264,6 +287,9 @@ def _read_ism(folder: str, card: DatasetPreset) -> DatasetInfo:
     classes, snrs, vectors, length, _ = data.shape
     step = card.snrs[1] - card.snrs[0]  # the file stores SNR indices: index i is card.snrs[0] + step * i dB
     info.num_classes, info.length = classes, length
+    grid = data.shape[:3]
+    describe = {"describe": lambda row: "data_iq[{}, {}, {}]".format(*np.unravel_index(row, grid))}
+    _finite_problem(info, data.reshape(-1, length, data.shape[4]), data_path, "data_iq", **describe)
     info.snrs = [card.snrs[0] + step * i for i in range(snrs)]
     info.counts = {(c, snr): vectors for c in range(classes) for snr in info.snrs}
     if isinstance(labels, np.ndarray) and labels.shape == data.shape[:3] and np.issubdtype(labels.dtype, np.integer):
@@ -281,8 +307,14 @@ def _ism_folder(path: str) -> str | None:
     return os.path.dirname(path) if os.path.basename(path) in ("data_iq.p", "labels.p") else None
 
 
-def read(path: str | os.PathLike[str]) -> tuple[DatasetInfo, dict[Any, Any] | None]:
-    """The file's facts, and for a pickle the loaded dict (so convert reads it once)."""
+def read(path: str | os.PathLike[str], scan_frames: bool = False) -> tuple[DatasetInfo, dict[Any, Any] | None]:
+    """The file's facts, and for a pickle the loaded dict (so convert reads it once).
+
+    Problems met in reading (a key that is no ``(str, int)`` pair or whose SNR is out of range, a frame holding NaN
+    or ±Inf) are recorded in :attr:`DatasetInfo.problems`. Frames of a pickle or the ISM set are in memory and
+    always checked; an HDF5 file's frames are scanned only with ``scan_frames`` (``verify`` does, ``info`` reads
+    only the labels).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -292,7 +324,7 @@ def read(path: str | os.PathLike[str]) -> tuple[DatasetInfo, dict[Any, Any] | No
     if os.path.isdir(path):
         raise DatasetFormatError(path, "<folder>", "expected a dataset file, or the ISM folder with data_iq.p")
     if h5py.is_hdf5(path):
-        info = _read_hdf5(path)
+        info = _read_hdf5(path, scan_frames)
         info.dataset = match_card(info)[0]
         return info, None
     record = read_sidecar(sidecar_path(path), {"data": path})

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from rfml.data.base import ISM_RECORD, DatasetFormatError, InMemorySignalDataset, read_sidecar
+from rfml.data.base import ISM_RECORD, DatasetFormatError, InMemorySignalDataset, check_finite, read_sidecar
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.dsp.ism import CLASSES_ISM, SNRS_ISM
 
@@ -24,11 +24,17 @@ class ISMInterference(InMemorySignalDataset):
     A folder written by ``rfml generate`` also holds ``provenance.json``: the files must hold what it records, and
     each load logs one ``synthetic data (…) at FOLDER`` line (logger ``rfml.data``).
 
+    Checked on loading, each refusal a :class:`DatasetFormatError` naming the file and the field: the layout of
+    both arrays, labels in ``[0, 15)``, and (with ``finite``) no NaN or ±Inf in any vector of ``data_iq``. The
+    SNR of a vector is its position on axis 1 (``SNRS_ISM``), so the file stores no SNR value to check.
+
     Args:
         path: the directory holding ``data_iq.p`` and ``labels.p``, or the ``data_iq.p`` file itself.
+        finite: refuse a vector holding NaN or ±Inf, naming it as ``data_iq[class, SNR, vector]`` (default);
+            ``False`` loads them.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], finite: bool = True) -> None:
         path = os.fspath(path)
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         data_path = os.path.join(folder, "data_iq.p") if os.path.isdir(path) else path
@@ -70,6 +76,14 @@ class ISMInterference(InMemorySignalDataset):
                 labels_path, "labels", f"expected class indices in [0, {classes}), got {labels.min()}..{labels.max()}"
             )
         vectors, samples = data.shape[2], data.shape[3]
+        if finite:
+            grid = data.shape[:3]
+            check_finite(
+                data.reshape(-1, samples, 2),
+                data_path,
+                "data_iq",
+                describe=lambda row: "data_iq[{}, {}, {}]".format(*np.unravel_index(row, grid)),
+            )
         self.classes = list(CLASSES_ISM)
         self.snrs = list(SNRS_ISM)
         # One pass: transpose to [N, 2, L] and convert to native float32 (pickles may hold float64 or big-endian).

@@ -111,6 +111,8 @@ def open_dataset(
     data_seed: int | None = None,
     class_order: str = "corrected",
     channel: str | None = None,
+    finite: bool = True,
+    allow_external: bool = False,
 ) -> SignalDataset:
     """Open a dataset by preset name, ``"synthetic:<preset>"`` or path, and check it is what was asked for.
 
@@ -126,6 +128,10 @@ def open_dataset(
 
     A mismatch raises :class:`rfml.data.base.DatasetIdentityError` (a ``ValueError``) that says what differs and
     gives the ``rfml generate`` command that writes the right file.
+
+    ``finite`` and ``allow_external`` go to the file loaders: a frame holding NaN or ±Inf is refused unless
+    ``finite`` is ``False``; HDF5 data stored outside the file is refused unless ``allow_external`` is ``True``
+    (see :class:`rfml.data.RadioML2018`).
     """
     if dataset.startswith(SYNTHETIC_PREFIX):
         return SyntheticSignals.from_preset(
@@ -141,11 +147,11 @@ def open_dataset(
             raise FileNotFoundError(f"{path}: no such dataset file{hint}")
         raise missing_path(path)
     if os.path.isdir(path) or os.path.basename(path) == "data_iq.p":
-        data: SignalDataset = ISMInterference(path)
+        data: SignalDataset = ISMInterference(path, finite=finite)
     elif path.endswith((".hdf5", ".h5")):
-        data = RadioML2018(path, class_order=class_order)
+        data = RadioML2018(path, class_order=class_order, finite=finite, allow_external=allow_external)
     else:
-        data = RadioML2016(path)
+        data = RadioML2016(path, finite=finite)
     if preset is not None:
         if data.provenance is None:
             raise DatasetIdentityError(
@@ -206,6 +212,10 @@ class SignalDataModule(pl.LightningDataModule):
         selection: sample selection on the ``fft_amp_phase`` view: ``uniform``, ``random``, ``magnitude`` or
             ``pca`` (``magnitude`` and ``pca`` are fitted on the training split only).
         selection_rate: keep 1/``selection_rate`` of the frequency components (2, 4, 8, 16 …).
+        finite: refuse a dataset file holding a NaN or ±Inf frame, naming the frame (default); ``False`` loads it.
+            For an HDF5 file the check scans every frame once on opening (about one read of the file).
+        allow_external: read an HDF5 file whose data lives outside it (external storage, virtual sources in other
+            files, external links); refused by default, as such a file can make the reader return any file's bytes.
     """
 
     def __init__(
@@ -230,6 +240,8 @@ class SignalDataModule(pl.LightningDataModule):
         selection: str | None = None,
         selection_rate: int = 1,
         channel: str | None = None,
+        finite: bool = True,
+        allow_external: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -366,6 +378,8 @@ class SignalDataModule(pl.LightningDataModule):
                 self.hparams.data_seed,
                 self.hparams.class_order,
                 self.hparams.channel,
+                finite=self.hparams.finite,
+                allow_external=self.hparams.allow_external,
             )
             if self.hparams.bands is not None:
                 self.data = ClassSubset(self.data, self._kept_classes())

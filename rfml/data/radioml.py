@@ -15,12 +15,17 @@ import h5py
 import numpy as np
 import torch
 
+from rfml.data import base
 from rfml.data.base import (
     PROVENANCE_ATTR,
     Batch,
     DatasetFormatError,
     InMemorySignalDataset,
     SignalDataset,
+    brief_repr,
+    check_finite,
+    check_one_hot,
+    check_snrs,
     gather_frames,
     parse_provenance,
     read_sidecar,
@@ -38,20 +43,42 @@ SHIPPED_CLASSES_RML2018A: list[str] = [
 ]  # fmt: skip
 
 
+def parse_key(key: Any, path: str) -> tuple[str, int]:
+    """A RadioML 2016 dict key as ``(modulation, SNR dB)``; :class:`DatasetFormatError` naming ``path`` and the key
+    unless it is a ``(str, int)`` tuple whose SNR lies in :data:`rfml.data.base.SNR_RANGE_DB`."""
+    field = f"key {brief_repr(key)}"
+    if (
+        not isinstance(key, tuple)
+        or len(key) != 2
+        or not isinstance(key[0], str)
+        or isinstance(key[1], bool)
+        or not isinstance(key[1], int | np.integer)
+    ):
+        raise DatasetFormatError(path, field, "expected a (modulation name: str, SNR in dB: int) tuple")
+    return key[0], int(check_snrs([key[1]], path, field)[0])
+
+
 class RadioML2016(InMemorySignalDataset):
     """RadioML 2016.10a (``RML2016.10a_dict.pkl``) or 2016.10b (``RML2016.10b.dat``), held in memory.
 
     The file is a pickled dict ``{(modulation, snr_db): float32 (n, 2, L)}``; it is read with a
-    restricted unpickler (:mod:`rfml.data.safe_pickle`) and validated key by key. Examples are
-    ordered key-major: keys sorted by (class, SNR), rows in file order within a key.
+    restricted unpickler (:mod:`rfml.data.safe_pickle`) and validated key by key: each key a ``(str, int)``
+    tuple with its SNR in :data:`rfml.data.base.SNR_RANGE_DB`, each value float32 ``(n, 2, L)`` with finite
+    frames (unless ``finite=False``). Examples are ordered key-major: keys sorted by (class, SNR), rows in file
+    order within a key. Every refusal is a :class:`DatasetFormatError` naming the file and the key.
 
     A file written by ``rfml generate`` has a provenance record beside it (``<file>.provenance.json``): the file
     must hold what the record says, and each load logs one ``synthetic data (…) at PATH`` line (logger
     ``rfml.data``). The record is kept as :attr:`provenance`.
+
+    Args:
+        path: the pickle.
+        finite: refuse a frame holding NaN or ±Inf, naming its key and row (default); ``False`` loads them.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], finite: bool = True) -> None:
         self.path = os.fspath(path)
+        self.finite = bool(finite)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"{self.path}: no such file")
         record = read_sidecar(sidecar_path(self.path), {"data": self.path})
@@ -83,20 +110,10 @@ class RadioML2016(InMemorySignalDataset):
         self._identify(self.path, record)
 
     def _check_key(self, key: Any) -> tuple[str, int]:
-        if (
-            not isinstance(key, tuple)
-            or len(key) != 2
-            or not isinstance(key[0], str)
-            or isinstance(key[1], bool)
-            or not isinstance(key[1], int | np.integer)
-        ):
-            raise DatasetFormatError(
-                self.path, f"key {key!r}", "expected a (modulation name: str, SNR in dB: int) tuple"
-            )
-        return key[0], int(key[1])
+        return parse_key(key, self.path)
 
     def _check_value(self, key: Any, value: Any, length: int | None) -> int:
-        field = f"key {key!r}"
+        field = f"key {brief_repr(key)}"
         if not isinstance(value, np.ndarray):
             raise DatasetFormatError(self.path, field, f"expected a numpy array, got {type(value).__name__}")
         if value.dtype != np.float32:
@@ -107,6 +124,8 @@ class RadioML2016(InMemorySignalDataset):
             raise DatasetFormatError(
                 self.path, field, f"expected frames of {length} samples like the first key, got shape {value.shape}"
             )
+        if self.finite:
+            check_finite(value, self.path, field)
         return value.shape[2]
 
     def __repr__(self) -> str:
@@ -124,6 +143,15 @@ class RadioML2018(SignalDataset):
     most ``max_gap_rows`` apart share one read). Each process opens its own file handle, so the
     dataset is safe in ``DataLoader`` workers.
 
+    Checked on opening, each refusal a :class:`DatasetFormatError` naming the file and the field: ``X``, ``Y``
+    and ``Z`` are datasets stored in this file (no external storage, virtual sources in other files or external
+    links, unless ``allow_external``); every ``Y`` row holds exactly one 1 and zeros elsewhere; ``Z`` is of an
+    integer dtype with every value in :data:`rfml.data.base.SNR_RANGE_DB` (checked before the cast to int64, so
+    nothing wraps). With ``finite`` (default) every batch :meth:`get_batch` reads is checked for NaN and ±Inf as it
+    is read, the first bad row of the file named: the check costs nothing beside the read, where a scan at opening
+    would read the whole file (21 GB for the real one) on every open. :meth:`scan_finite` checks the whole file at
+    once (``rfml dataset verify`` does).
+
     Args:
         path: the HDF5 file with ``X`` float32 (N, L, 2), ``Y`` one-hot (N, C), ``Z`` SNR (N, 1).
         class_order: ``"corrected"`` (the order that matches ``Y``, default; a file that names its
@@ -133,6 +161,11 @@ class RadioML2018(SignalDataset):
         max_gap_rows: unrequested rows that may be read (and dropped) to join two spans.
         check_provenance: check a generated file against its provenance record and announce it (``False``: only
             keep the record, for ``rfml dataset info | verify``, which report on the file themselves).
+        finite: refuse a batch holding a frame with NaN or ±Inf, naming the frame's row (default); ``False`` reads
+            them as they are.
+        allow_external: read ``X``, ``Y`` and ``Z`` even when their bytes live outside the file (HDF5 external
+            storage, a virtual dataset sourcing another file, an external link). Off by default: such a file can
+            make the loader read any file the user can read (``/etc/passwd`` as frames).
     """
 
     label_chunk_rows = 1 << 16
@@ -144,9 +177,13 @@ class RadioML2018(SignalDataset):
         class_order: str | Sequence[str] = "corrected",
         max_gap_rows: int = 16,
         check_provenance: bool = True,
+        finite: bool = True,
+        allow_external: bool = False,
     ) -> None:
         self.path = os.fspath(path)
         self.max_gap_rows = int(max_gap_rows)
+        self.finite = bool(finite)
+        self.allow_external = bool(allow_external)
         self._handle: h5py.File | None = None
         self._pid = -1
         self._buffers: list[np.ndarray | None] = [None, None]
@@ -162,8 +199,6 @@ class RadioML2018(SignalDataset):
             raise DatasetFormatError(self.path, "Y", f"expected a numeric one-hot array, got dtype {y_set.dtype}")
         if y_set.ndim != 2 or y_set.shape[0] != rows:
             raise DatasetFormatError(self.path, "Y", f"expected shape ({rows}, classes) to match X, got {y_set.shape}")
-        if not np.issubdtype(z_set.dtype, np.integer):
-            raise DatasetFormatError(self.path, "Z", f"expected an integer SNR array, got dtype {z_set.dtype}")
         if z_set.shape not in ((rows, 1), (rows,)):
             raise DatasetFormatError(self.path, "Z", f"expected shape ({rows}, 1) to match X, got {z_set.shape}")
         self.classes = self._class_names(class_order, y_set.shape[1])
@@ -186,12 +221,63 @@ class RadioML2018(SignalDataset):
         return parse_provenance(text, f"{self.path} (attribute {PROVENANCE_ATTR})")
 
     def _field(self, handle: h5py.File, name: str) -> h5py.Dataset:
-        if name not in handle:
+        link = handle.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink) and not self.allow_external:
+            # Refused before it is followed: opening the target (a FIFO, a device) could itself hang or read.
+            self._refuse_outside(name, f"an external link to {link.path!r} in {link.filename}")
+        if link is None or name not in handle:
             raise DatasetFormatError(self.path, name, f"missing; the file has {sorted(handle.keys())}")
         field = handle[name]
         if not isinstance(field, h5py.Dataset):
             raise DatasetFormatError(self.path, name, "expected an HDF5 dataset, found a group")
+        if not self.allow_external:
+            self._check_storage(name, field)
         return field
+
+    def _check_storage(self, name: str, field: h5py.Dataset) -> None:
+        """Refuse ``field`` when its bytes live outside this file: reached through links into another file, kept
+        in HDF5 external storage (raw files named by the dataset), or a virtual dataset sourcing another file."""
+        here = os.path.realpath(self.path)
+        if os.path.realpath(field.file.filename) != here:
+            self._refuse_outside(name, f"a link into another file, {field.file.filename}")
+        if field.external:
+            files = sorted({os.fsdecode(entry[0]) for entry in field.external})
+            self._refuse_outside(name, f"kept in HDF5 external storage, in the raw file(s) {files}")
+        if field.is_virtual:
+            sources = {source.file_name for source in field.virtual_sources()}
+            outside = sorted(f for f in sources if f != "." and os.path.realpath(f) != here)
+            if outside:
+                self._refuse_outside(name, f"a virtual dataset whose data comes from {outside}")
+
+    def _refuse_outside(self, name: str, what: str) -> None:
+        raise DatasetFormatError(
+            self.path,
+            name,
+            f"is {what}, outside this file; expected data stored in the file itself (a crafted file can make the "
+            "reader return the bytes of any file you can read); pass allow_external=True "
+            "(config: data.init_args.allow_external: true) if you made this file and trust it",
+        )
+
+    def scan_finite(self) -> None:
+        """Raise :class:`DatasetFormatError` naming the first row of ``X`` holding NaN or ±Inf.
+
+        ``X`` is read in blocks of at most :data:`rfml.data.base.FINITE_CHUNK_BYTES` into one reused buffer, so
+        memory stays bounded whatever the size of the file (``rfml dataset verify`` runs it; :meth:`get_batch` checks
+        the rows it reads).
+        """
+        x_set = self._file()["X"]
+        rows = x_set.shape[0]
+        step = max(1, base.FINITE_CHUNK_BYTES // max(1, self._length * 2 * x_set.dtype.itemsize))
+        buffer = np.empty((min(step, rows), self._length, 2), dtype=x_set.dtype)
+        for first in range(0, rows, step):
+            block = buffer[: min(step, rows - first)]
+            try:
+                x_set.read_direct(block, np.s_[first : first + len(block)])
+            except OSError as err:
+                raise DatasetFormatError(
+                    self.path, "X", f"rows {first}..{first + len(block) - 1} unreadable ({err}); is the file truncated?"
+                ) from None
+            check_finite(block, self.path, "X", first_row=first)
 
     def _class_names(self, class_order: str | Sequence[str], columns: int) -> list[str]:
         if class_order == "corrected":
@@ -215,13 +301,8 @@ class RadioML2018(SignalDataset):
         y = np.empty(rows, dtype=np.int64)
         for first in range(0, rows, self.label_chunk_rows):
             block = self._read(y_set, slice(first, first + self.label_chunk_rows))
-            hot = block.argmax(axis=1)
-            valid = (block.sum(axis=1) == 1) & (block[np.arange(len(block)), hot] == 1)
-            if not valid.all():
-                bad = first + int(np.flatnonzero(~valid)[0])
-                raise DatasetFormatError(self.path, "Y", f"row {bad} is not one-hot: {self._read(y_set, bad).tolist()}")
-            y[first : first + len(block)] = hot
-        snr = self._read(z_set, slice(None)).reshape(rows).astype(np.int64)
+            y[first : first + len(block)] = check_one_hot(block, self.path, "Y", first)
+        snr = check_snrs(self._read(z_set, slice(None)).reshape(rows), self.path, "Z")
         return torch.from_numpy(y), torch.from_numpy(snr)
 
     def _read(self, field: h5py.Dataset, selection: Any) -> np.ndarray:
@@ -309,8 +390,11 @@ class RadioML2018(SignalDataset):
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
         idx = self._check_indices(indices)
         frames, positions = self.frames(idx)
+        x = gather_frames(frames, positions).contiguous()
+        if self.finite:
+            check_finite(x.numpy(), self.path, "X", describe=lambda row: f"row {int(idx[row])}")
         rows = torch.from_numpy(idx)
-        return {"x": gather_frames(frames, positions).contiguous(), "y": self.y[rows], "snr": self.snr[rows]}
+        return {"x": x, "y": self.y[rows], "snr": self.snr[rows]}
 
     def __repr__(self) -> str:
         return f"RadioML2018({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"

@@ -267,6 +267,10 @@ def verify(
 ) -> Report:
     """Check ``path`` against a dataset card: layout, shapes, dtypes, class order, SNR grid, per-key counts, checksum.
 
+    The layout check also fails on what the loaders refuse at the door: an SNR outside
+    :data:`rfml.data.base.SNR_RANGE_DB`, a frame holding NaN or ±Inf (an HDF5 file's frames are scanned block by
+    block), HDF5 data stored outside the file (reported by the per-key count check, which reads the labels).
+
     Args:
         path: as for :func:`info`.
         dataset: the card (a preset name such as ``rml2016.10a``); default: the one the file matches.
@@ -278,7 +282,7 @@ def verify(
     """
     if per_key is not None and (isinstance(per_key, bool) or int(per_key) < 1):
         raise ValueError(f"per_key must be a positive count, got {per_key!r}")
-    found, _ = read(path)
+    found, _ = read(path, scan_frames=True)
     name = dataset or found.dataset
     if name is None:
         raise DatasetFormatError(found.path, "<classes>", f"matches no dataset card; name one of {sorted(CARDS)}")
