@@ -245,8 +245,8 @@ def test_results_log_refuses_duplicates_and_bad_records(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "tail",
-    [b'{"key": "r2", "va', b'{"key": "r2"}', b"\x00\x00\x00\x00\n"],
-    ids=["partial-line", "no-newline", "garbage-line"],
+    [b'{"key": "r2", "va', b"\x00\x00\x00\x00\n"],  # a complete record without its newline is kept: see
+    ids=["partial-line", "garbage-line"],  # tests/test_hardening_synth_log.py, which also checks the .rejected file
 )
 def test_results_log_repairs_a_torn_last_line(tmp_path: Path, tail: bytes, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "results.jsonl"
@@ -264,7 +264,8 @@ def test_results_log_repairs_a_torn_last_line(tmp_path: Path, tail: bytes, caplo
     assert "torn last line" in caplog.text
     assert path.read_bytes() == clean  # repaired on disk
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]  # no temporary left behind
+    # no temporary left behind; the torn line is set aside, not deleted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl", "results.jsonl.rejected"]
 
     fresh.append({"key": "r2", "v": 2})
     assert _lines(path) == [{"key": "r0", "v": 0}, {"key": "r1", "v": 1}, {"key": "r2", "v": 2}]

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,8 +26,8 @@ import torch
 from tqdm import tqdm
 
 from ondevice.command_line import version_of
-from ondevice.io import write_json_atomic
 from rfml.data.base import ISM_RECORD, PROVENANCE_ATTR, Batch, SignalDataset, log, sidecar_path
+from rfml.dsp import rng
 from rfml.dsp.channel import channel_preset
 from rfml.dsp.ism import CLASSES_ISM, ISMSynthesizer
 from rfml.dsp.synthesizer import CLASS_SETS, Synthesizer
@@ -305,10 +306,80 @@ def _write_ism(
         labels[cls, snr, example] = y
         bar.update(len(x))
     for name, array in (("data_iq.p", data), ("labels.p", labels)):
-        temporary = os.path.join(folder, f".{name}.{os.getpid()}.partial")
+        temporary = _partial_path(folder, name)
         staged.append((temporary, os.path.join(folder, name)))
         with open(temporary, "wb") as handle:
             pickle.dump(array, handle, protocol=4)
+
+
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})\.partial")
+
+
+def _partial_path(folder: str, name: str) -> str:
+    """The temporary name :func:`write_dataset` writes ``folder/name`` under: hidden, and carrying the writer's pid,
+    so a later run can tell a dead writer's leftover from a live writer's file (:func:`remove_stale_partials`)."""
+    return os.path.join(folder, f".{name}.{os.getpid()}.partial")
+
+
+def _stage_json(folder: str, name: str, payload: Mapping[str, Any], staged: list[tuple[str, str]]) -> None:
+    """Write ``payload`` (JSON, indent 1, trailing newline) to ``name``'s partial file, staged to be renamed into
+    place before the data files; named as :func:`_partial_path` says, so a killed run's leftover is found and removed
+    (``ondevice.io.write_json_atomic``'s random temporary names could not be told from a live writer's)."""
+    temporary = _partial_path(folder, name)
+    staged.insert(0, (temporary, os.path.join(folder, name)))
+    with open(temporary, "w") as handle:
+        handle.write(json.dumps(payload, indent=1) + "\n")
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` may still be running (when unsure: yes, so its files are left alone)."""
+    if pid <= 0 or pid == os.getpid() or os.name != "posix":
+        return True  # 0 and negatives name process groups, not writers; os.kill on Windows would end the process
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # PermissionError: it exists, as another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str, names: Sequence[str]) -> list[str]:
+    """Remove the partial files (``.{name}.{pid}.partial``) that a killed :func:`write_dataset` left in ``folder`` for
+    any of ``names``, when the process ``pid`` no longer exists; returns the paths removed, each also logged.
+
+    A live writer's partial (its pid exists: another ``rfml generate`` writing the same target right now), partials
+    of other names and anything that is not a regular file are left alone. A pid reused by an unrelated process
+    only keeps a leftover longer; it never removes a live writer's file.
+    """
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        match = _PARTIAL.fullmatch(entry.name)
+        if not match or match["name"] not in names or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match["pid"])
+        if _process_alive(pid):
+            continue
+        try:
+            size = entry.stat(follow_symlinks=False).st_size
+            os.remove(entry.path)
+        except FileNotFoundError:
+            continue  # another run removed it first
+        except OSError as err:
+            log.warning("could not remove %s, left by an interrupted rfml generate (pid %d): %s", entry.path, pid, err)
+            continue
+        log.warning(
+            "removed %s (%d bytes), a partial file left by an interrupted rfml generate (pid %d, no longer running)",
+            entry.path,
+            size,
+            pid,
+        )
+        removed.append(entry.path)
+    return removed
 
 
 def _whole_number(name: str, value: Any, minimum: int | None) -> int:
@@ -398,7 +469,8 @@ def write_dataset(
     preset's *synthetic* name, :attr:`DatasetPreset.synthetic_name` (``RML2016.10a_dict.synthetic.pkl``,
     ``RML2016.10b.synthetic.dat``, ``GOLD_XYZ_OSC.0001_1024.synthetic.hdf5``), never the real file's name; or a
     file path (its folder must exist), written as given. For ``ism2017`` it is the folder that receives
-    ``data_iq.p`` and ``labels.p``. Every argument is checked before any frame is generated.
+    ``data_iq.p`` and ``labels.p``. Every argument is checked before any frame is generated (``seed`` must be an
+    integer in ``[0, 2**64)``, :func:`rfml.dsp.rng.check_seed`).
 
     The provenance record (preset, seed, channel, per_key, class set, SNR grid, library version) is stored in the
     file where the layout allows (the HDF5 attribute ``rfml_provenance``) and otherwise in a JSON record that also
@@ -407,11 +479,14 @@ def write_dataset(
 
     Frames are generated in ranges of rows by ``workers`` processes and written in file order as they come,
     so memory stays bounded (one range per worker in flight; for the 2016 pickle, one key).
-    The file appears under its name only when complete. Returns the path written.
+    Everything is written to hidden ``.{name}.{pid}.partial`` files first, renamed into place once complete (the
+    record before the data), so the file appears under its name only when complete. Partial files of the same
+    target that a killed earlier run left behind (their pid no longer runs) are removed before writing
+    (:func:`remove_stale_partials`); a live concurrent writer's are left alone. Returns the path written.
     """
     spec = get_preset(preset)
     per_key = spec.per_key if per_key is None else _whole_number("per_key", per_key, 1)
-    seed = _whole_number("seed", seed, None)
+    seed = rng.check_seed(seed)
     workers = _whole_number("workers", workers, 1)
     channel = channel or spec.channel
     channel_preset(channel)
@@ -419,6 +494,11 @@ def write_dataset(
     if os.path.basename(path) == spec.file_name and spec.layout != "ism":
         log.warning("writing synthetic data under the real %s file name %s; every load of it says so", spec.name, path)
     os.makedirs(folder, exist_ok=True)
+    if spec.layout == "ism":
+        targets = ["data_iq.p", "labels.p", ISM_RECORD]
+    else:
+        targets = [os.path.basename(path), os.path.basename(sidecar_path(path))]
+    remove_stale_partials(folder, targets)
     total = len(spec.classes) * len(spec.snrs) * per_key
     # One pickle key per range; HDF5 and ISM ranges of about 16 MiB of frames.
     step = per_key if spec.layout == "pickle" else max(1, (16 << 20) // (spec.length * 8))
@@ -437,22 +517,20 @@ def write_dataset(
         if spec.layout == "ism":
             _write_ism(folder, spec, stream, per_key, bar, staged)
             sizes = {os.path.basename(final): os.path.getsize(temporary) for temporary, final in staged}
-            write_json_atomic(
-                os.path.join(folder, ISM_RECORD), provenance_record(spec.name, per_key, seed, channel, sizes)
-            )
+            _stage_json(folder, ISM_RECORD, provenance_record(spec.name, per_key, seed, channel, sizes), staged)
         else:
-            temporary = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.partial")
+            temporary = _partial_path(folder, os.path.basename(path))
             staged.append((temporary, path))
             if spec.layout == "pickle":
                 with open(temporary, "wb") as handle:
                     _write_pickle(handle, spec, stream, bar)
                 record = provenance_record(spec.name, per_key, seed, channel, {"data": os.path.getsize(temporary)})
-                write_json_atomic(sidecar_path(path), record)
+                _stage_json(folder, os.path.basename(sidecar_path(path)), record, staged)
             else:
                 record = provenance_record(spec.name, per_key, seed, channel, {})
                 attrs = {PROVENANCE_ATTR: json.dumps(record)}
                 write_hdf5(temporary, stream, total, spec.length, len(spec.classes), bar, attrs)
-        for temporary, final in staged:
+        for temporary, final in staged:  # the record first, so a data file never stands without its record
             os.replace(temporary, final)
     finally:
         bar.close()

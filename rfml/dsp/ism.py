@@ -45,7 +45,7 @@ from rfml.dsp import rng
 from rfml.dsp.channel import ChannelConfig, carrier, channel_preset, multipath_fading
 from rfml.dsp.modulate import continuous_phase_fsk, pulse_shape
 from rfml.dsp.rng import Stream
-from rfml.dsp.synthesizer import finite_number
+from rfml.dsp.synthesizer import snr_db_value
 
 SAMPLE_RATE_HZ = 10e6
 CENTRE_MHZ = 2426.5
@@ -239,7 +239,7 @@ class ISMSynthesizer:
         edge_probability: float = 0.25,
         length: int = LENGTH,
     ) -> None:
-        self.snrs = [finite_number(s, "snrs") for s in snrs]
+        self.snrs = [snr_db_value(s, "snrs") for s in snrs]
         if not self.snrs:
             raise ValueError("snrs must hold at least one finite SNR in dB, got an empty sequence")
         if not 0.0 <= edge_probability <= 1.0:
@@ -251,7 +251,7 @@ class ISMSynthesizer:
             raise ValueError(f"channel must be at {SAMPLE_RATE_HZ:g} S/s, got {self.channel.sample_rate_hz:g}")
         if self.channel.sample_rate_offset_max_ppm or self.channel.iq_amplitude_imbalance_max_db:
             raise ValueError("channel: sample-rate offset and IQ imbalance are not applied by the ISM synthesizer")
-        self.seed = int(seed)
+        self.seed = rng.check_seed(seed)
         self.edge_probability = float(edge_probability)
         self.length = length
         self.classes = list(CLASSES_ISM)
@@ -281,7 +281,7 @@ class ISMSynthesizer:
         idx = rng.example_indices(indices)
         y, snr = self.labels(idx)
         if snr_db is not None:
-            snr = torch.full_like(snr, finite_number(snr_db, "snr_db"))
+            snr = torch.full_like(snr, snr_db_value(snr_db, "snr_db"))
         keys = rng.example_keys(self.seed, idx)
         x = torch.empty(idx.numel(), 2, self.length)
         clean = torch.empty_like(x)

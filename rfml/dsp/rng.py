@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from enum import IntEnum
 
+import numpy as np
 import torch
 
 
@@ -58,19 +59,57 @@ def _as_int64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+SEED_LIMIT = 1 << 64  # seeds are 0 <= seed < SEED_LIMIT: the key hashes the seed's 64 bits, nothing more
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` as an int, refused unless it is an integer in ``[0, 2**64)``.
+
+    The key derivation reduces the seed to 64 bits, so a wider seed (``2**64``, ``2**70``) or a negative one
+    (``-1``, which is ``2**64 - 1`` in 64 bits) would silently be another seed's dataset; floats, bools and
+    strings are not seeds.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"seed must be an integer in [0, 2**64) (the generator hashes 64 bits of it), got {seed!r}")
+    return int(seed)
+
+
 def example_indices(indices: object, device: torch.device | str | None = None) -> torch.Tensor:
-    """Example indices as a checked one-dimensional int64 tensor of values >= 0."""
-    idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
+    """Example indices as a checked one-dimensional int64 tensor of values in ``[0, 2**63)``.
+
+    ``indices`` must hold integers: a tensor or array of an integer dtype, or a sequence of ints (a ``range``, a
+    list; an empty one is no index at all). Floats (even integral-valued ones, which would otherwise be truncated),
+    bools and complex numbers are refused with a ``ValueError`` naming the dtype.
+    """
+    try:
+        idx = torch.as_tensor(indices, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise ValueError(
+            f"indices must be a one-dimensional sequence of integers in [0, 2**63), got {indices!r:.80} ({err})"
+        ) from None
+    if idx.numel() == 0 and not isinstance(indices, torch.Tensor | np.ndarray):
+        idx = idx.to(torch.int64)  # [] or range(0): torch gives them its default float dtype
+    if idx.dtype == torch.bool or idx.is_floating_point() or idx.is_complex():
+        raise ValueError(
+            f"indices must be integers (an integer dtype), got dtype {str(idx.dtype).removeprefix('torch.')}"
+        )
     if idx.ndim != 1:
         raise ValueError(f"indices must be one-dimensional, got shape {tuple(idx.shape)}")
+    if idx.dtype == torch.uint64:
+        wide = idx.view(torch.int64)  # values >= 2**63 read as negative here
+        if idx.numel() and int(wide.min()) < 0:
+            raise ValueError(f"indices must be < 2**63, got {int(wide[wide < 0][0]) + (1 << 64)}")
+        return wide
+    idx = idx.to(torch.int64)
     if idx.numel() and int(idx.min()) < 0:
         raise ValueError(f"indices must be >= 0, got {int(idx.min())}")
     return idx
 
 
 def example_keys(seed: int, indices: torch.Tensor) -> torch.Tensor:
-    """One 64-bit key per example index: ``mix64(mix64(seed) + index * golden)``."""
-    seed_key = mix64(torch.tensor(_as_int64(seed), dtype=torch.int64))
+    """One 64-bit key per example index: ``mix64(mix64(seed) + index * golden)``; ``seed`` as :func:`check_seed`
+    requires (every synthesizer's keys come from here, so no seed outside 64 bits reaches the data)."""
+    seed_key = mix64(torch.tensor(_as_int64(check_seed(seed)), dtype=torch.int64))
     idx = indices.to(torch.int64)
     return mix64(seed_key.to(idx.device) + idx * _GOLDEN)
 

@@ -32,13 +32,34 @@ CLASS_SETS: dict[str, list[str]] = {
 }
 
 
-def finite_number(value: object, name: str) -> float:
+SNR_DB_RANGE: tuple[float, float] = (-100.0, 100.0)
+"""The SNRs (dB) a synthesizer accepts, ends included.
+
+The noise of a unit-power frame is scaled by ``exp(-snr * ln(10) / 10)`` in float32 (the noise variance, or in
+the ``gnuradio`` convention the noise standard deviation), which overflows to ``inf`` near -385 dB; the
+``gnuradio`` convention's L1 normalisation already loses the signal to underflow (all-zero frames) near -380 dB.
+The label is the SNR rounded to an int64, which wraps beyond 2**63 (``1e30`` became INT64_MIN). [-100, 100] dB
+leaves a wide margin (the published sets span -20 to 30 dB) and keeps every whole-dB label exact in float32;
+``tests/test_hardening_synth_log.py`` checks that both ends give finite, non-zero frames and exact labels on every
+channel preset and in :class:`rfml.dsp.ism.ISMSynthesizer`.
+"""
+
+
+def snr_db_value(value: object, name: str) -> float:
+    """``value`` as a float SNR in dB, refused (``ValueError`` naming ``name``) unless it is a finite number within
+    :data:`SNR_DB_RANGE`. Every SNR a synthesizer uses passes here: the ``snrs`` grid and the ``snr_db`` override."""
+    low, high = SNR_DB_RANGE
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number of dB, got {value!r}") from None
+        raise ValueError(f"{name} must be a finite number of dB in [{low:g}, {high:g}] dB, got {value!r}") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number of dB (not NaN or infinite), got {value!r}")
+    if not low <= number <= high:
+        raise ValueError(
+            f"{name} must be an SNR in [{low:g}, {high:g}] dB (beyond it the float32 noise overflows or the int64 "
+            f"label is no longer exact), got {value!r}"
+        )
     return number
 
 
@@ -55,8 +76,9 @@ class Synthesizer:
         samples_per_symbol: oversampling of the digital modulations (>= 2).
         channel: a preset name (``clean``, ``rml2016``, ``rml2016-compat``, ``wireless``) or a
             :class:`~rfml.dsp.channel.ChannelConfig`.
-        snrs: the SNRs (dB) cycled through by index; see :mod:`rfml.dsp.channel` for the definition.
-        seed: the dataset seed.
+        snrs: the SNRs (dB) cycled through by index, each within :data:`SNR_DB_RANGE`; see
+            :mod:`rfml.dsp.channel` for the definition.
+        seed: the dataset seed, an integer in ``[0, 2**64)`` (see :func:`rfml.dsp.rng.check_seed`).
         rolloff: root-raised-cosine roll-off of the linear modulations.
     """
 
@@ -90,7 +112,7 @@ class Synthesizer:
             raise ValueError(f"length must be a positive integer number of samples, got {length!r}")
         if isinstance(samples_per_symbol, bool) or not isinstance(samples_per_symbol, int) or samples_per_symbol < 2:
             raise ValueError(f"samples_per_symbol must be an integer >= 2, got {samples_per_symbol!r}")
-        snr_list = [finite_number(s, "snrs") for s in snrs]
+        snr_list = [snr_db_value(s, "snrs") for s in snrs]
         if not snr_list:
             raise ValueError("snrs must hold at least one finite SNR in dB, got an empty sequence")
         if not 0.0 < rolloff <= 1.0:
@@ -100,7 +122,7 @@ class Synthesizer:
         self.samples_per_symbol = samples_per_symbol
         self.channel: ChannelConfig = channel if isinstance(channel, ChannelConfig) else channel_preset(channel)
         self.snrs: list[float] = snr_list
-        self.seed = int(seed)
+        self.seed = rng.check_seed(seed)
         self.rolloff = float(rolloff)
         self._modulations = [MODULATIONS[name] for name in self.classes]
         self._input_length = self.channel.input_length(length, timing_span=samples_per_symbol)
@@ -132,13 +154,15 @@ class Synthesizer:
         """Generate the examples ``indices``.
 
         Returns ``{"x": float32 [B, 2, L], "y": int64 [B], "snr": int64 [B]}`` and ``"clean"``
-        (the same examples before noise) when ``return_clean``. ``snr_db`` overrides every row's
-        SNR; the label is the value rounded to whole dB.
+        (the same examples before noise) when ``return_clean``. ``indices`` must be integers >= 0 (an
+        integer dtype: floats and bools are refused, see :func:`rfml.dsp.rng.example_indices`).
+        ``snr_db`` overrides every row's SNR and must lie within :data:`SNR_DB_RANGE`; the label is the
+        value rounded to whole dB.
         """
         idx = rng.example_indices(indices, device)
         y, snr = self.labels(idx)
         if snr_db is not None:
-            snr = torch.full_like(snr, finite_number(snr_db, "snr_db"))
+            snr = torch.full_like(snr, snr_db_value(snr_db, "snr_db"))
         keys = rng.example_keys(self.seed, idx)
 
         x = torch.empty(idx.numel(), 2, self.length, device=idx.device)

@@ -10,10 +10,12 @@ Why an append is safe without a temporary file and a rename: the record is one l
 descriptor opened with ``O_APPEND``, so the kernel places it at the end of the file in one step, and it cannot
 interleave with or overwrite an earlier line; ``fsync`` follows before :meth:`ResultsLog.append` returns, so a
 record reported as written survives a power cut. A crash during the write can only leave a prefix of the last line
-(no newline, or with a power cut possibly garbage in the file's last block). :meth:`ResultsLog.load` drops such a
-torn last line and rewrites the file without it (temporary file, ``fsync``, ``os.replace``), so the next append
-starts on a fresh line; that training is simply run again. Any other malformed line cannot come from a crash, and
-is an error naming the line.
+(no newline, or with a power cut possibly garbage in the file's last block). :meth:`ResultsLog.load` never deletes
+it: a last line that parses (a complete record that lacks only its newline, e.g. from an editor) is kept and the
+newline added; a last line that does not parse is appended to ``<log>.rejected`` beside the log (never truncated),
+and only then is the log rewritten without it (temporary file, ``fsync``, ``os.replace``), so the next append starts
+on a fresh line; that training is simply run again. Any other malformed line cannot come from a crash, and is an
+error naming the line.
 
 Appends and repairs hold an exclusive ``flock`` on the file (where the platform has one), so a reader that sees a
 write in progress does not take it for a torn line: it repairs only what is still torn once it holds the lock. One
@@ -85,48 +87,80 @@ class ResultsLog:
 
     # -- reading ----------------------------------------------------------------------------------------------------
 
+    @property
+    def rejected_path(self) -> Path:
+        """``<log>.rejected``: where :meth:`load` sets aside a last line that does not parse (appended, never
+        deleted)."""
+        return self.path.with_name(self.path.name + ".rejected")
+
     def load(self) -> dict[str, dict[str, Any]]:
-        """Every record, by key, in file order; a torn last line is dropped and the file repaired.
+        """Every record, by key, in file order; the file's last line repaired if a crash (or an editor) left it so.
+
+        - A complete last record without its newline is kept, and the newline added.
+        - A last line that does not parse as JSON (torn by an interrupted write, or hand-edited) is set aside: its
+          bytes are appended to :attr:`rejected_path` (a line of its own there; the file is only ever appended to)
+          and ``fsync``-ed, and only then is the log rewritten without it (atomically). Its training runs again.
+
+        Both repairs happen under the writers' lock and are logged as a warning naming the file(s).
 
         Raises:
-            ResultsLogError: a line other than the last is not a JSON object with a string ``"key"``, or a key
-                occurs twice.
+            ResultsLogError: a line other than the last is not a JSON object with a string ``"key"``, the last line
+                parses as JSON but is not such an object, or a key occurs twice. Nothing is changed then.
         """
         try:
             data = self.path.read_bytes()
         except FileNotFoundError:
             self._records = {}
             return {}
-        records, kept = self._parse(data)
-        if kept is not None:
+        records, repaired, rejected = self._parse(data)
+        if repaired is not None:
             # Repair under the writers' lock: a live writer holds it for its whole write, so a tail still torn once
             # the lock is ours was left by a dead one (what was read above may have been a write in progress).
             with self._locked() as fd:
                 current = _read_fd(fd)
                 if current != data:
-                    records, kept = self._parse(current)
-                    data = current
-                if kept is not None:
-                    log.warning(
-                        "%s: dropping a torn last line (%d bytes, left by an interrupted write); its training runs "
-                        "again",
-                        self.path,
-                        len(data) - len(kept),
-                    )
-                    self._rewrite(kept)
+                    records, repaired, rejected = self._parse(current)
+                if repaired is not None:
+                    if rejected is not None:
+                        self._set_aside(rejected)
+                        log.warning(
+                            "%s: the last line does not parse as JSON (%d bytes: a torn last line left by an "
+                            "interrupted write, or a hand edit); set aside in %s and removed from the log; its "
+                            "training runs again",
+                            self.path,
+                            len(rejected),
+                            self.rejected_path,
+                        )
+                    else:
+                        log.warning(
+                            "%s: the last record (key %r) had no newline (an interrupted write or an editor); kept, "
+                            "and the newline added",
+                            self.path,
+                            next(reversed(records)),
+                        )
+                    self._rewrite(repaired)
         self._records = records
         return copy.deepcopy(records)
 
-    def _parse(self, data: bytes) -> tuple[dict[str, dict[str, Any]], bytes | None]:
-        """The records of the file's content ``data``, and the content without its torn last line (None: not torn)."""
+    def _parse(self, data: bytes) -> tuple[dict[str, dict[str, Any]], bytes | None, bytes | None]:
+        """The records of the file's content ``data``; the content to write back (None: nothing to repair); and the
+        last line to set aside, as one line (None: none).
+
+        The last line is complete if it parses as JSON, newline or not (a missing newline is added); otherwise it is
+        set aside. Every line kept must then be a JSON object with a string ``"key"``.
+        """
         lines = data.split(b"\n")
-        tail = lines.pop()  # what follows the last newline: b"" unless the last write was torn
-        torn = bool(tail)
-        if lines and not torn and not _parses(lines[-1]):
+        tail = lines.pop()  # what follows the last newline: b"" unless the last write was torn (or hand-edited)
+        rejected = None
+        if tail:
+            if _parses(tail):
+                lines.append(tail)  # a complete record that lacks only its newline
+            else:
+                rejected = tail + b"\n"
+        elif lines and not _parses(lines[-1]):
             # a newline-terminated last line that is not JSON: a crash left garbage at the end (e.g. zeros after a
-            # power cut extended the file); it is the last line, so nothing after it depends on it
-            lines.pop()
-            torn = True
+            # power cut extended the file), or an editor; it is the last line, so nothing after it depends on it
+            rejected = lines.pop() + b"\n"
         records: dict[str, dict[str, Any]] = {}
         first_line: dict[str, int] = {}
         for number, raw in enumerate(lines, start=1):
@@ -147,7 +181,22 @@ class ResultsLog:
                 )
             records[key] = record
             first_line[key] = number
-        return records, (b"".join(line + b"\n" for line in lines) if torn else None)
+        if not tail and rejected is None:
+            return records, None, None
+        return records, b"".join(line + b"\n" for line in lines), rejected
+
+    def _set_aside(self, line: bytes) -> None:
+        """Append ``line`` to :attr:`rejected_path` durably (created with the log's permissions)."""
+        mode = stat.S_IMODE(self.path.stat().st_mode)
+        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(self.path.parent)
 
     @contextlib.contextmanager
     def _locked(self, flags: int = os.O_RDONLY) -> Iterator[int]:
@@ -241,7 +290,7 @@ class ResultsLog:
                 if written != len(data):
                     raise OSError(
                         f"{self.path}: short write ({written} of {len(data)} bytes, disk full?); the partial line "
-                        "is dropped on the next load"
+                        f"is set aside in {self.rejected_path.name} on the next load"
                     )
                 os.fsync(fd)
         except BaseException:
