@@ -2,12 +2,17 @@
 
 A bundle is a folder: ONNX models, their example inputs (.npy), `manifest.json`, and `profile_bundle.py`
 (a copy of `ondevice/device/runner.py`, which needs only numpy and onnxruntime).
+
+Bundles and results come back from another machine and are read as untrusted: `read_manifest` keeps every path
+inside the bundle and checks every field; `ingest` reads a results file only up to `MAX_RESULTS_BYTES` (16 MiB;
+`ingest(..., max_bytes=N)` or `ondevice ingest --max-results-mib N` raises it) and checks every number and cell
+before it returns a report, so nothing is written from a file that is refused.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import numbers
 import os
 import shutil
 import tempfile
@@ -26,8 +31,10 @@ from ondevice.device.runner import (
     MANIFEST_NAME,
     RESULTS_FORMAT,
     BundleError,
+    read_json_file,
     read_manifest,
 )
+from ondevice.errors import InputError
 from ondevice.export import (
     ExampleInputs,
     as_input_tuple,
@@ -53,6 +60,44 @@ It writes results-<host>-<threads>t.json here. Copy that file back and run on th
 """
 
 
+MAX_RESULTS_BYTES = 16 * 2**20
+"""The largest device results file `ingest` reads unless told otherwise. A results file holds every timed call
+(~16 bytes each: 50 repeats x 300 cells is ~0.3 MB), so the default holds ~1 million; parsing a hostile file
+takes up to ~26x its size in memory (~0.45 GB at the default). Raise it with `ingest(..., max_bytes=N)` or
+`ondevice ingest --max-results-mib N`."""
+
+_RESULTS_HINT = "; raise it with ingest(..., max_bytes=N) or `ondevice ingest --max-results-mib N`"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_file_name(name: object, what: str) -> None:
+    """A model or input name becomes part of a file name in the bundle: it must not name another folder."""
+    if not isinstance(name, str) or not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise InputError(
+            f"{what} {name!r} must be a non-empty name without '/', '\\' or NUL that does not start with '.' "
+            "(it names files in the bundle)"
+        )
+
+
+def _check_settings(batch_sizes: Sequence[int], warmup: int, repeats: int, rounds: int) -> list[int]:
+    """The batch sizes as ints, after the checks `read_manifest` makes on the device."""
+    for name, value, minimum in (("warmup", warmup, 0), ("repeats", repeats, 1), ("rounds", rounds, 1)):
+        if not _is_int(value) or value < minimum:
+            raise InputError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    sizes = list(batch_sizes)
+    if not sizes:
+        raise InputError("batch_sizes must be a non-empty list of integers >= 1; got none")
+    for k, size in enumerate(sizes):
+        if not _is_int(size) or size < 1:
+            raise InputError(f"batch_sizes[{k}] must be an integer >= 1; got {size!r}")
+        if size in sizes[:k]:
+            raise InputError(f"batch_sizes[{k}] must be a batch size not already listed; got {size!r}")
+    return [int(size) for size in sizes]
+
+
 def write_bundle(
     models: Mapping[str, tuple[nn.Module, ExampleInputs] | tuple[str | os.PathLike, Mapping[str, np.ndarray]]],
     out_dir: str | os.PathLike,
@@ -70,12 +115,19 @@ def write_bundle(
     `atol`) before it goes in, or `(path.onnx, {input name: array})` for a graph exported and checked
     already (one with extra symbolic axes, say); its file (and external `.data`) is copied in. The folder
     appears complete or not at all: it is built under a temporary name and renamed.
+
+    Model and input names become file names, so they may not hold '/', '\\' or NUL nor start with '.'; the
+    settings and batch sizes are checked as the device's `read_manifest` checks them. Both are refused with
+    `InputError` before anything is exported.
     """
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out} already exists; choose a new --out folder or remove it")
     if not models:
         raise ValueError("a bundle needs at least one model")
+    for name in models:
+        _check_file_name(name, "model name")
+    batch_sizes = _check_settings(batch_sizes, warmup, repeats, rounds)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = share_like_umask(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -93,6 +145,7 @@ def write_bundle(
             (tmp / "inputs").mkdir(exist_ok=True)
             specs = []
             for input_name, array in arrays.items():
+                _check_file_name(input_name, f"model {name!r}: input name")
                 file = f"inputs/{name}.{input_name}.npy"
                 np.save(tmp / file, np.asarray(array), allow_pickle=False)
                 shape = ["batch", *np.shape(array)[1:]]
@@ -108,7 +161,7 @@ def write_bundle(
                         "file": path.name,
                         "sha256": sha256_file(path),
                         "inputs": specs,
-                        "batch_sizes": [int(b) for b in batch_sizes],
+                        "batch_sizes": batch_sizes,
                         **facts,
                     }
                 )
@@ -144,14 +197,29 @@ def _copy_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def ingest(results_path: str | os.PathLike, bundle_dir: str | os.PathLike | None = None) -> LatencyReport:
-    """Load a device's results JSON as a LatencyReport, after checking it belongs to this bundle."""
+def ingest(
+    results_path: str | os.PathLike,
+    bundle_dir: str | os.PathLike | None = None,
+    *,
+    max_bytes: int = MAX_RESULTS_BYTES,
+) -> LatencyReport:
+    """Load a device's results JSON as a LatencyReport, after checking it belongs to this bundle.
+
+    Everything is checked before the report is returned (so a caller that saves it writes nothing from a
+    refused file), each failure a `BundleError` naming the results file, the field and what it must be:
+
+    - the file is read only if `os.stat` shows a regular file of at most `max_bytes` (`MAX_RESULTS_BYTES`);
+    - the bundle's manifest passes `read_manifest` (paths inside the bundle, every field checked), and the
+      results name its bundle_id, its manifest's sha256 and its models' sha256;
+    - every measurement passes `Measurement.from_dict` (finite, positive latencies and throughput; counts and
+      sizes integers >= 1), the list is non-empty, and no cell is measured twice;
+    - every cell is one the bundle holds: a model, a backend for that model, and a batch size for that pair.
+
+    The model facts (params, MACs) come from the manifest, not from the results.
+    """
     results_path = Path(results_path)
     bundle = Path(bundle_dir) if bundle_dir is not None else results_path.parent
-    try:
-        results: dict[str, Any] = json.loads(results_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{results_path}: cannot read device results ({exc})") from exc
+    results: Any = read_json_file(results_path, "device results file", max_bytes, _RESULTS_HINT)
     if not isinstance(results, dict) or results.get("format") != RESULTS_FORMAT:
         raise BundleError(f"{results_path}: field 'format' must be {RESULTS_FORMAT!r}; not a device results file")
     manifest = read_manifest(bundle)
@@ -166,12 +234,29 @@ def ingest(results_path: str | os.PathLike, bundle_dir: str | os.PathLike | None
             f"{results_path}: refused: {bundle / MANIFEST_NAME} has changed since these results were measured "
             "(its sha256 differs)"
         )
-    expected = {f"{e['name']}/{e['backend']}": e["sha256"] for e in manifest["models"]}
-    if results.get("files") != expected:
+    entries = {(e["name"], e["backend"]): e for e in manifest["models"]}
+    if results.get("files") != {f"{name}/{backend}": e["sha256"] for (name, backend), e in entries.items()}:
         raise BundleError(f"{results_path}: refused: the models measured are not the bundle's models (sha256 differ)")
+    facts = {e["name"]: {"params": e.get("params"), "macs": e.get("macs")} for e in manifest["models"]}
     try:
-        report = LatencyReport.from_dict(results, where=str(results_path))
+        report = LatencyReport.from_dict({**results, "models": facts}, where=str(results_path))
     except ValueError as exc:
         raise BundleError(str(exc)) from exc
+    for i, m in enumerate(report.measurements):
+        where = f"{results_path}: field 'measurements[{i}]"
+        backends = [backend for name, backend in entries if name == m.model]
+        if not backends:
+            raise BundleError(f"{where}.model' must be one of the bundle's models {sorted(facts)}; got {m.model!r}")
+        if m.backend not in backends:
+            raise BundleError(
+                f"{where}.backend' must be one of the backends the bundle holds for {m.model!r} {backends}; "
+                f"got {m.backend!r}"
+            )
+        sizes = entries[m.model, m.backend]["batch_sizes"]
+        if m.batch_size not in sizes:
+            raise BundleError(
+                f"{where}.batch_size' must be one of the batch sizes the bundle gives {m.model!r} on "
+                f"{m.backend!r} {sizes}; got {m.batch_size!r}"
+            )
     report.source = {"bundle_id": manifest["bundle_id"], "results": str(results_path)}
     return report

@@ -115,6 +115,21 @@ def ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("results", help="results-<host>-<threads>t.json written by profile_bundle.py")
     parser.add_argument("--bundle", help="the bundle folder (default: the folder holding the results)")
     parser.add_argument("--out", help="folder for latency.json/.md/.png (default: RESULTS.report.* beside the results)")
+    parser.add_argument(
+        "--max-results-mib", type=_positive_mib, default=16.0, metavar="N",
+        help="refuse a results file larger than N MiB before reading it (default 16)",
+    )  # fmt: skip
+
+
+def _positive_mib(text: str) -> float:
+    """argparse type for --max-results-mib: a size in MiB > 0 (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a size in MiB > 0, got {text!r}")
+    return value
 
 
 @_reports_bad_input
@@ -166,7 +181,7 @@ def _bundle(args: argparse.Namespace) -> int:
 def _ingest(args: argparse.Namespace) -> int:
     from ondevice.bundle import ingest
 
-    report = ingest(args.results, args.bundle)
+    report = ingest(args.results, args.bundle, max_bytes=int(args.max_results_mib * 2**20))
     results = Path(args.results)
     if args.out:
         paths = report.save(args.out)

@@ -5,7 +5,9 @@ It needs no torch, so reports measured on a device (`ondevice ingest`) load the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -14,6 +16,27 @@ from typing import Any
 from ondevice.io import atomic_path, save_figure, write_json_atomic
 
 REPORT_FORMAT = "ondevice-latency-report"
+
+
+def _refuse(where: str, field: str, expected: str, value: Any) -> ValueError:
+    text = repr(value)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    return ValueError(f"{where}: field '{field}' must be {expected}; got {shown}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _object(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise _refuse(where, key, "an object", value)
+    return dict(value)
 
 
 @dataclass(frozen=True)
@@ -36,10 +59,46 @@ class Measurement:
     samples_ms: tuple[float, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+    def from_dict(cls, data: dict[str, Any], field: str = "measurement", where: str = "report") -> Measurement:
+        """A measurement from its JSON form, every value checked first; unknown keys are ignored.
+
+        A ValueError names `where` (the file), the field (`field.median_ms`) and what it must be: non-empty
+        model and backend names; batch_size, threads and n integers >= 1; the latencies and samples_per_s
+        finite and > 0 (iqr_ms >= 0); samples_ms, if given, n finite numbers >= 0; the RSS figures null or
+        integers >= 0; peak_rss_exclusive a bool.
+        """
+        if not isinstance(data, dict):
+            raise _refuse(where, field, "an object", data)
+        for key in ("model", "backend", "batch_size", "threads", "n", "median_ms", "p10_ms", "p90_ms", "iqr_ms",
+                    "samples_per_s"):  # fmt: skip
+            if key not in data:
+                raise ValueError(f"{where}: field '{field}.{key}' is missing")
+        for key in ("model", "backend"):
+            if not isinstance(data[key], str) or not data[key]:
+                raise _refuse(where, f"{field}.{key}", "a non-empty string", data[key])
+        for key in ("batch_size", "threads", "n"):
+            if not _is_int(data[key]) or data[key] < 1:
+                raise _refuse(where, f"{field}.{key}", "an integer >= 1", data[key])
+        for key in ("median_ms", "p10_ms", "p90_ms", "samples_per_s"):
+            if not _is_number(data[key]) or data[key] <= 0:
+                raise _refuse(where, f"{field}.{key}", "a finite number > 0", data[key])
+        if not _is_number(data["iqr_ms"]) or data["iqr_ms"] < 0:
+            raise _refuse(where, f"{field}.iqr_ms", "a finite number >= 0", data["iqr_ms"])
+        for key in ("peak_rss_bytes", "rss_before_bytes"):
+            value = data.get(key)
+            if value is not None and (not _is_int(value) or value < 0):
+                raise _refuse(where, f"{field}.{key}", "null or an integer >= 0", value)
+        if not isinstance(data.get("peak_rss_exclusive", False), bool):
+            raise _refuse(where, f"{field}.peak_rss_exclusive", "true or false", data["peak_rss_exclusive"])
+        samples = data.get("samples_ms", [])
+        if not isinstance(samples, list) or (samples and len(samples) != data["n"]):
+            raise _refuse(where, f"{field}.samples_ms", f"a list of n = {data['n']} numbers", samples)
+        for i, value in enumerate(samples):
+            if not _is_number(value) or value < 0:
+                raise _refuse(where, f"{field}.samples_ms[{i}]", "a finite number >= 0", value)
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["samples_ms"] = tuple(values.get("samples_ms", ()))
+        values["samples_ms"] = tuple(samples)
         return cls(**values)
 
 
@@ -90,18 +149,41 @@ class LatencyReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "report") -> LatencyReport:
-        if not isinstance(data, dict) or not isinstance(data.get("measurements"), list):
-            raise ValueError(f"{where}: field 'measurements' must be a list of measurements")
-        try:
-            measurements = [Measurement.from_dict(m) for m in data["measurements"]]
-        except TypeError as exc:
-            raise ValueError(f"{where}: a measurement lacks a field ({exc})") from exc
+        """A report from its JSON form (a saved report, or a device's results), checked before anything is built.
+
+        A ValueError names `where`, the field and what it must be: a non-empty list of measurements, each
+        checked by `Measurement.from_dict`, no cell (model, backend, threads, batch size) measured twice;
+        models, environment, settings and source objects; each model's params and macs null or integers >= 0.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: must hold a JSON object (a latency report); got {type(data).__name__}")
+        raw = data.get("measurements")
+        if not isinstance(raw, list) or not raw:
+            raise _refuse(where, "measurements", "a non-empty list of measurements", raw)
+        measurements = [Measurement.from_dict(m, f"measurements[{i}]", where) for i, m in enumerate(raw)]
+        first: dict[tuple[str, str, int, int], int] = {}
+        for i, m in enumerate(measurements):
+            cell = (m.model, m.backend, m.threads, m.batch_size)
+            if cell in first:
+                raise ValueError(
+                    f"{where}: field 'measurements[{i}]' must be a cell not already measured; got model {m.model!r}, "
+                    f"backend {m.backend!r}, {m.threads} threads, batch {m.batch_size}, as measurements[{first[cell]}]"
+                )
+            first[cell] = i
+        models = _object(data, "models", where)
+        for name, info in models.items():
+            if not isinstance(info, dict):
+                raise _refuse(where, f"models.{name}", "an object {params, macs}", info)
+            for key in ("params", "macs"):
+                value = info.get(key)
+                if value is not None and (not _is_int(value) or value < 0):
+                    raise _refuse(where, f"models.{name}.{key}", "null or an integer >= 0", value)
         return cls(
             measurements=measurements,
-            models=dict(data.get("models", {})),
-            environment=dict(data.get("environment", {})),
-            settings=dict(data.get("settings", {})),
-            source=dict(data.get("source", {})),
+            models=models,
+            environment=_object(data, "environment", where),
+            settings=_object(data, "settings", where),
+            source=_object(data, "source", where),
         )
 
     def save_json(self, path: str | os.PathLike) -> Path:
@@ -110,20 +192,29 @@ class LatencyReport:
     @classmethod
     def load_json(cls, path: str | os.PathLike) -> LatencyReport:
         path = Path(path)
-        data = json.loads(path.read_text())
-        if data.get("format") != REPORT_FORMAT:
-            raise ValueError(f"{path}: field 'format' must be {REPORT_FORMAT!r}, got {data.get('format')!r}")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a latency report: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise ValueError(f"{path}: field 'format' must be {REPORT_FORMAT!r}, got {found!r}")
         return cls.from_dict(data, where=str(path))
 
     def save(self, out_dir: str | os.PathLike, stem: str = "latency") -> dict[str, Path]:
-        """Write `<stem>.json`, `<stem>.md` and `<stem>.png` into `out_dir`, each atomically."""
+        """Write `<stem>.json`, `<stem>.md` and `<stem>.png` into `out_dir`, all three or none.
+
+        Each is rendered into a temporary file beside its target first; only when all three are done are they
+        renamed into place, so a report that fails to render (a plot that cannot be drawn) leaves nothing.
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": self.save_json(out / f"{stem}.json")}
-        with atomic_path(out / f"{stem}.md") as tmp:
-            tmp.write_text(self.to_markdown())
-        paths["markdown"] = out / f"{stem}.md"
-        paths["plot"] = self.plot(out / f"{stem}.png")
+        paths = {"json": out / f"{stem}.json", "markdown": out / f"{stem}.md", "plot": out / f"{stem}.png"}
+        with contextlib.ExitStack() as stack:
+            tmp = {kind: stack.enter_context(atomic_path(path)) for kind, path in paths.items()}
+            write_json_atomic(tmp["json"], self.to_dict())
+            tmp["markdown"].write_text(self.to_markdown())
+            self.plot(tmp["plot"])
         return paths
 
     # ---------------------------------------------------------------------------------------- views
