@@ -194,6 +194,8 @@ def run_lightning(lightning_main: str, package: str, args: list[str]) -> int:
 
     LightningCLI reads ``sys.argv`` when given no arguments (and warns when given both), so the resolved command line
     is put where it looks for it. The house spellings (``--checkpoint``) become Lightning's (``--ckpt_path``) here.
+    The LightningCLI refuses a remote ``ckpt_path`` once it has parsed the command line and config files alike
+    (:func:`ondevice.checkpoint_paths.check_cli_ckpt_path`), before the Trainer could fetch it.
     """
     args = [LIGHTNING_SPELLINGS.get(flag, flag) + eq + value for flag, eq, value in (a.partition("=") for a in args)]
     with as_argv(resolve_configs(args, package)):

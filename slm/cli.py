@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ondevice.checkpoint_paths import refuse_remote
 from ondevice.command_line import (
     DEFAULT_THREADS,
     Subcommand,
@@ -85,7 +86,9 @@ def profile_arguments(parser: argparse.ArgumentParser) -> None:
 
 def export_arguments(parser: argparse.ArgumentParser) -> None:
     _shape_arguments(parser, required=False)
-    parser.add_argument("--checkpoint", help="a checkpoint written by slm fit (instead of --model)")
+    parser.add_argument(
+        "--checkpoint", help="a checkpoint written by slm fit, a local file (instead of --model); URLs are refused"
+    )
     parser.add_argument("--int8", action="store_true", help="also write dynamic int8 graphs")
     add_out_flag(parser, "the folder for <name>.prefill.onnx and <name>.decode.onnx")
 
@@ -214,6 +217,8 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.checkpoint:  # a local file only, refused before torch is imported (`ondevice.checkpoint_paths`)
+        refuse_remote(args.checkpoint, "--checkpoint")
     from slm.export import export_checkpoint, export_graphs, random_model
 
     if args.checkpoint:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ondevice.checkpoint_paths import refuse_remote
 from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx
 from ondevice.io import atomic_path, sha256_file
 from slm.arch import ArchConfig
@@ -215,10 +216,11 @@ def export_checkpoint(
     """Export an `slm fit` checkpoint's model with `export_graphs` (stem: the checkpoint's file stem) and copy its
     tokenizer beside the graphs as ``tokenizer.json`` (written atomically).
 
-    The checkpoint is read with ``torch.load(weights_only=True)``: tensors and plain containers, never code.
-    ``tokenizer`` overrides the path the checkpoint records.
+    The checkpoint, a local file, is read with ``torch.load(weights_only=True)``: tensors and plain containers, never
+    code. ``tokenizer`` overrides the path the checkpoint records.
 
     Raises:
+        ondevice.checkpoint_paths.RemoteCheckpointError: ``checkpoint`` is a URL.
         FileNotFoundError: no checkpoint, or no tokenizer file.
         ValueError: not an `slm fit` checkpoint, a tokenizer other than the one recorded, or one whose vocabulary
             size differs from the model's.
@@ -228,7 +230,7 @@ def export_checkpoint(
     from slm.data import TOKENIZER_NAME
     from slm.train import load_gpt, read_checkpoint
 
-    checkpoint = Path(checkpoint)
+    checkpoint = Path(refuse_remote(checkpoint, "checkpoint"))  # a URL named as given, before Path folds its //
     state = read_checkpoint(checkpoint)
     model = load_gpt(state, str(checkpoint)).eval()
     source = Path(tokenizer) if tokenizer is not None else checkpoint_tokenizer(state, str(checkpoint))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
+from ondevice.checkpoint_paths import check_cli_ckpt_path, refuse_remote
 from ondevice.distill import kd_loss
 from ondevice.io import refuse_to_overwrite, sha256_file
 from ondevice.quiet import silence_lightning
@@ -56,8 +57,12 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: floa
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A checkpoint written by `slm fit`, checked to hold a `LanguageModel`'s arch and weights."""
-    path = Path(path)
+    """A checkpoint written by `slm fit`, checked to hold a `LanguageModel`'s arch and weights.
+
+    Read from a local file only (a URL raises :class:`ondevice.checkpoint_paths.RemoteCheckpointError`), with
+    ``torch.load(weights_only=True)``: tensors and plain containers, never code.
+    """
+    path = Path(refuse_remote(path, "checkpoint"))
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -318,7 +323,9 @@ def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> Any:
     The model's ``arch.vocab_size`` sets the data's ``vocab_size`` (a link: the data's is not set by hand), so
     the tokenizer is trained for exactly the embedding table. A ModelCheckpoint on ``val/loss`` (``best.ckpt``
     and ``last.ckpt``) is always on; its options live under ``checkpoint.*``, and ``fit`` refuses to write over an
-    earlier run's checkpoints unless ``--overwrite_checkpoints true``. A config without trainer settings (a
+    earlier run's checkpoints unless ``--overwrite_checkpoints true``. A ``ckpt_path`` that is a URL or another
+    remote location is refused before any class is built (`ondevice.checkpoint_paths.check_cli_ckpt_path`), since
+    Lightning would fetch it and unpickle it in full. A config without trainer settings (a
     search's ``chosen.yaml``) gets `TRAINER_DEFAULTS`. Returns the LightningCLI; with
     ``run=False`` nothing runs (a leading ``fit``/``validate``/``test`` is dropped, since LightningCLI then takes
     no subcommand) and its model, datamodule and trainer are ready to drive by hand.
@@ -349,6 +356,9 @@ def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> Any:
             parser.link_arguments(
                 "model.init_args.arch", "data.init_args.vocab_size", compute_fn=_arch_vocab_size, apply_on="parse"
             )
+
+        def before_instantiate_classes(self) -> None:
+            check_cli_ckpt_path(self)
 
         def before_fit(self) -> None:
             config = self.config[self.subcommand]

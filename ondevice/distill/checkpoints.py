@@ -9,9 +9,11 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from ondevice.checkpoint_paths import refuse_remote
+
 
 def _load_state_dict_file(path: str | os.PathLike[str]) -> Mapping[str, Tensor]:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(refuse_remote(path), map_location="cpu", weights_only=True)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{os.fspath(path)}: expected a state_dict or a Lightning checkpoint with a 'state_dict'")
@@ -22,11 +24,12 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> str:
     """Load a plain state_dict or a Lightning checkpoint into ``model``, strictly; returns the key prefix used.
 
     The general checkpoint loader: it fills any network (a teacher to distil from, a trained classifier to export
-    or evaluate) from a file of tensors, read with ``torch.load(weights_only=True)``. A Lightning checkpoint
-    prefixes the keys with the attribute that held the network (``model.``, ``student.``); the prefix chosen is the
-    one under which the checkpoint's keys are exactly ``model``'s keys.
+    or evaluate) from a local file of tensors (a URL is refused), read with ``torch.load(weights_only=True)``. A
+    Lightning checkpoint prefixes the keys with the attribute that held the network (``model.``, ``student.``); the
+    prefix chosen is the one under which the checkpoint's keys are exactly ``model``'s keys.
 
     Raises:
+        ondevice.checkpoint_paths.RemoteCheckpointError: ``path`` is a URL.
         ValueError: the file holds no state_dict, no prefix gives exactly ``model``'s keys (the message names the
             closest prefix with its missing and unexpected keys), or the shapes under matching names differ.
     """

@@ -94,17 +94,32 @@ def _set_threads(threads: int) -> None:
 
 
 def _die_with_parent() -> None:
-    """On Linux, have the kernel end this worker when the study's process dies (killed, say): otherwise a worker
-    in the middle of a long training runs on, orphaned, and takes the cores of the study that resumes."""
+    """On Linux, have the kernel SIGKILL this worker when the study's process dies (``kill -9``, the OOM killer):
+    otherwise a worker in the middle of a long training runs on, orphaned, and takes the cores of the study that
+    resumes.
+
+    The parent-death signal is SIGKILL because it is the one signal nothing in the worker can intercept. SIGTERM was
+    caught by Lightning's handler, which only sets a flag and raises ``SIGTERMException`` (a ``SystemExit``) at the
+    next batch; the pool's worker loop catches that like any task failure and waits for the next task, so the
+    orphan finished its epoch, wrote a model and idled for ever with PPID 1. Catching ``BaseException`` around the
+    task instead would still depend on every library's handler raising promptly, and on the main thread returning
+    to Python (a handler never runs inside a long C call). Nothing is lost by not cleaning up: a worker writes only
+    its model file, through :func:`ondevice.io.atomic_path` (a hidden ``.KEY.*.partial.pt`` beside it may remain,
+    never a torn ``KEY.pt``), and the study's results log is written by the study's own process; its runs are
+    trained again when the study resumes.
+    """
     if sys.platform != "linux":
         return
     import ctypes
     import signal
 
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
     except (OSError, AttributeError):  # no prctl: the worker then ends when it next finds the pool gone
         pass
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():  # the study died before prctl: no signal will come
+        os._exit(1)
 
 
 def _init_worker(threads: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ondevice.checkpoint_paths import refuse_remote
 from ondevice.distill import load_weights
 from rfml.models import create
 
@@ -24,8 +25,8 @@ def saved_model_kwargs(name: str, kwargs: Mapping[str, Any] | None, keys: Iterab
 
 
 def checkpoint_keys(path: str | Path) -> list[str]:
-    """The tensor names in a state_dict file or a Lightning checkpoint (read with ``weights_only=True``)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    """The tensor names in a local state_dict file or Lightning checkpoint (read with ``weights_only=True``)."""
+    checkpoint = torch.load(refuse_remote(path), map_location="cpu", weights_only=True)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else {}
     return [str(key) for key in state] if isinstance(state, Mapping) else []
 
@@ -34,10 +35,11 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, int]:
     """The trained network of a ``Classifier`` or ``SKD`` checkpoint (the student for SKD) and its frame length.
 
     Raises:
+        ondevice.checkpoint_paths.RemoteCheckpointError: ``path`` is a URL (checkpoints are local files).
         FileNotFoundError: no file at ``path``.
         ValueError: the checkpoint has no ``hyper_parameters`` naming ``model`` (Classifier) or ``student`` (SKD).
     """
-    if not Path(path).is_file():
+    if not Path(refuse_remote(path)).is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None

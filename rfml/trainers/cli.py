@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import LightningCLI
 
+from ondevice.checkpoint_paths import check_cli_ckpt_path
 from ondevice.io import refuse_to_overwrite
 from ondevice.quiet import silence_lightning
 
@@ -41,7 +42,9 @@ class RFMLCLI(LightningCLI):
 
     ``fit`` refuses to write over an earlier run's checkpoints (``--overwrite_checkpoints true`` allows it);
     ``predict`` writes ``predictions.npz`` (:class:`rfml.trainers.callbacks.SavePredictions`) unless the config
-    names a prediction writer of its own.
+    names a prediction writer of its own. Every subcommand refuses a ``ckpt_path`` (``--ckpt_path``,
+    ``--checkpoint`` or a config's) that is a URL or another remote location, before any class is built
+    (:func:`ondevice.checkpoint_paths.check_cli_ckpt_path`): Lightning would fetch it and unpickle it in full.
     """
 
     def add_arguments_to_parser(self, parser: Any) -> None:
@@ -53,6 +56,9 @@ class RFMLCLI(LightningCLI):
             default=False,
             help="fit: write over the checkpoints an earlier run left in a ModelCheckpoint's dirpath",
         )
+
+    def before_instantiate_classes(self) -> None:
+        check_cli_ckpt_path(self)
 
     def _subcommand_config(self) -> Any:
         return self.config[self.subcommand] if self.subcommand else self.config
