@@ -1,5 +1,7 @@
 """Loading dataset pickles without running code or trusting their layout: a restricted reader for numpy arrays.
 
+This module loads; :mod:`rfml.data.pickle_scan` bounds the stream first.
+
 What a crafted pickle could do, and what this reader lets it do:
 
 - **Call things.** A pickle names the callables it wants called while loading; a crafted one names
@@ -29,8 +31,6 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import pickletools
-import reprlib
 import sys
 from typing import Any, BinaryIO, NoReturn
 
@@ -38,12 +38,14 @@ import numpy as np
 
 from ondevice.errors import InputError
 from rfml.data.base import DatasetFormatError
-
-DEFAULT_MAX_BYTES = 4 << 30
-"""The default cap on the memory a pickle may make the reader allocate (and on the file's size): 4 GiB."""
-
-MAX_BYTES_ENV = "RFML_PICKLE_MAX_BYTES"
-"""The environment variable that replaces :data:`DEFAULT_MAX_BYTES` (a whole number of bytes)."""
+from rfml.data.pickle_scan import (
+    DEFAULT_MAX_BYTES,
+    MAX_BYTES_ENV,
+    UnsafePickleError,
+    cap_hint,
+    scan_opcodes,
+    show_value,
+)
 
 DEFAULT_MAX_DEPTH = 32
 """How deeply containers may nest (a dataset pickle nests a few levels); ``max_depth`` may be at most 256."""
@@ -52,296 +54,13 @@ ADMITTED_DTYPES = ("b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "
 """The dtype codes an array or scalar may have (bool, ints, floats, complex), little- or big-endian."""
 
 _DEPTH_LIMIT = 256  # the most max_depth may be: the final walk recurses once per level
-_OBJECT_COST = 64  # bytes charged per opcode: a new object, or a reference and a container slot
-_SET_COST = 256  # an empty set or frozenset is 216 bytes
-_MEMO_SLACK = 1024  # a memo index may run this far past the entries stored (Python 2 skips a few)
 _LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1", "l1")
 _PLAIN = (str, bytes, bytearray, int, float, bool, type(None))
 _DTYPES = {code: np.dtype(code) for code in ADMITTED_DTYPES} | {np.dtype(c).name: np.dtype(c) for c in ADMITTED_DTYPES}
-_OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
-_COUNT_WIDTH = {  # counted arguments: bytes in the count, and whether it is signed
-    pickletools.TAKEN_FROM_ARGUMENT1: (1, False),
-    pickletools.TAKEN_FROM_ARGUMENT4: (4, True),
-    pickletools.TAKEN_FROM_ARGUMENT4U: (4, False),
-    pickletools.TAKEN_FROM_ARGUMENT8U: (8, False),
-}
-_LEAF_OPS = frozenset(
-    "INT BININT BININT1 BININT2 LONG LONG1 LONG4 STRING BINSTRING SHORT_BINSTRING BINBYTES SHORT_BINBYTES "
-    "BINBYTES8 BYTEARRAY8 NONE NEWTRUE NEWFALSE UNICODE SHORT_BINUNICODE BINUNICODE BINUNICODE8 FLOAT BINFLOAT "
-    "GLOBAL".split()
-)
-_REFUSED_OPS = {
-    "PERSID": "a persistent-id reference (an object from outside the file)",
-    "BINPERSID": "a persistent-id reference (an object from outside the file)",
-    "EXT1": "an extension-registry code (a class named by number)",
-    "EXT2": "an extension-registry code (a class named by number)",
-    "EXT4": "an extension-registry code (a class named by number)",
-    "NEXT_BUFFER": "an out-of-band buffer (array data kept outside the file)",
-    "READONLY_BUFFER": "an out-of-band buffer (array data kept outside the file)",
-}
-
-
-class UnsafePickleError(DatasetFormatError, pickle.UnpicklingError):
-    """The pickle holds what a plain numpy-array pickle never does: a callable other than numpy's array
-    reconstructors, a dtype or array state that numpy would not write, deep nesting, or more bytes than the file
-    carries. Nothing in it was executed. A ``DatasetFormatError``, so the commands print it as one line."""
 
 
 class _SettingError(ValueError, InputError):
     """A cap given to the reader is not a whole number of bytes."""
-
-
-def _show(value: Any) -> str:
-    # A bounded repr: the values come from the file (long strings, deep tuples, ints of a million digits).
-    try:
-        return reprlib.repr(value)
-    except ValueError:
-        return f"<a {type(value).__name__}>"
-
-
-def _cap_hint() -> str:
-    return (
-        f"if you trust the file, raise the cap with load_array_pickle(..., max_bytes=N) or the environment "
-        f"variable {MAX_BYTES_ENV}=N (default {DEFAULT_MAX_BYTES})"
-    )
-
-
-# ---- the opcode scan: depth, memo, refused opcodes and memory, before anything is built ----------------------------
-
-
-class _Sym:
-    """An object on the scan's model of the unpickler's stack: how deeply containers nest inside it, and how many
-    objects hashing it visits (a tuple hashes its items again each time one is shared, so sharing multiplies)."""
-
-    __slots__ = ("depth", "visits")
-
-    def __init__(self, depth: int, visits: int = 1) -> None:
-        self.depth = depth
-        self.visits = visits
-
-
-def _scan(handle: BinaryIO, size: int, source: str, max_depth: int, max_bytes: int) -> None:
-    """Walk the opcodes up to STOP as the unpickler would, skipping payloads, and refuse what must not be loaded.
-
-    The model mirrors the C unpickler's stack, marks and memo; where the model is stricter (a stack underflow the
-    C code tolerates), the file is refused as corrupt. Depth is exact for tuples and frozensets (immutable, and
-    the only containers hashing recurses into); a list deepened after being nested is caught by the final walk.
-    The objects that hashing dict keys and set members visits are counted and held to the file's size (plus
-    2**20): a key built from one tuple shared twice on each of 30 levels would take 2**30 steps to hash.
-    """
-    stack: list[_Sym] = []
-    marks: list[int] = []
-    memo: dict[int, _Sym] = {}
-    estimate = 0
-    hash_work, hash_budget = 0, size + (1 << 20)
-    pos = 0
-    name = "<start>"
-
-    def corrupt(problem: str) -> NoReturn:
-        raise ValueError(f"{source}: not a readable pickle (truncated or corrupt): {problem}")
-
-    def refuse(problem: str) -> NoReturn:
-        raise UnsafePickleError(source, "pickle stream", problem)
-
-    def fence() -> int:
-        return marks[-1] if marks else 0
-
-    def pop() -> _Sym:
-        if len(stack) <= fence():
-            corrupt(f"{name} at byte {pos} finds the stack empty")
-        return stack.pop()
-
-    def top() -> _Sym:
-        if len(stack) <= fence():
-            corrupt(f"{name} at byte {pos} finds the stack empty")
-        return stack[-1]
-
-    def pop_mark() -> list[_Sym]:
-        if not marks:
-            corrupt(f"{name} at byte {pos} has no MARK before it")
-        start = marks.pop()
-        items = stack[start:]
-        del stack[start:]
-        return items
-
-    def nest(items: list[_Sym], into: _Sym | None = None) -> _Sym:
-        depth = 1 + max((item.depth for item in items), default=0)
-        if into is not None:
-            into.depth = max(into.depth, depth)
-            depth = into.depth
-        if depth > max_depth:
-            refuse(
-                f"refused: nesting deeper than {max_depth} levels at byte {pos} ({name}); a dataset pickle nests "
-                "a few levels (load_array_pickle(..., max_depth=N) admits more)"
-            )
-        return into if into is not None else _Sym(depth)
-
-    def immutable(items: list[_Sym]) -> _Sym:  # a tuple or frozenset: hashing it visits every item, again
-        made = nest(items)
-        made.visits = min(1 + sum(item.visits for item in items), hash_budget + 1)
-        return made
-
-    def hashed(items: list[_Sym]) -> None:
-        nonlocal hash_work
-        hash_work += sum(item.visits for item in items)
-        if hash_work > hash_budget:
-            refuse(
-                f"refused: hashing its dict keys and set members would visit at least {hash_work} objects by "
-                f"byte {pos} ({name}), more than the {hash_budget} a file of {size} bytes may ask for; a key "
-                "that shares one tuple many times multiplies the work"
-            )
-
-    def read_exact(count: int) -> bytes:
-        data = handle.read(count)
-        if len(data) < count:
-            corrupt(f"{name} at byte {pos} needs {count} bytes, the file ends after {len(data)}")
-        return data
-
-    def read_line() -> tuple[int, bytes]:
-        # A protocol-0 string holds a whole array on one line: count it in pieces rather than read it at once.
-        length, head = 0, b""
-        while True:
-            piece = handle.readline(1 << 16)
-            if not piece:
-                corrupt(f"{name} at byte {pos} has no end of line before the end of the file")
-            head, length = head or piece, length + len(piece)
-            if piece.endswith(b"\n"):
-                return length, head
-
-    while True:
-        pos = handle.tell()
-        code = handle.read(1)
-        if not code:
-            corrupt(f"the stream ends at byte {pos} without a STOP opcode")
-        op = _OPCODES.get(code[0])
-        if op is None:
-            corrupt(f"byte {pos} holds {code!r}, which is not a pickle opcode")
-        name = op.name
-        if name in _REFUSED_OPS:
-            refuse(f"refused {_REFUSED_OPS[name]}: {name} at byte {pos}; a dataset file carries its data itself")
-        payload, number = 0, 0
-        if op.arg is not None:
-            width = op.arg.n
-            if width >= 0:
-                number = int.from_bytes(read_exact(width), "little", signed=op.arg.name in ("int4",))
-            elif width == pickletools.UP_TO_NEWLINE:
-                for _ in range(2 if op.arg.name == "stringnl_noescape_pair" else 1):
-                    length, head = read_line()
-                    payload += length
-                if name in ("GET", "PUT"):
-                    try:
-                        number = int(head) if length == len(head) else -1
-                    except ValueError:
-                        number = -1
-                    if number < 0:
-                        corrupt(f"{name} at byte {pos} gives the memo index {_show(head)}")
-            else:
-                count_width, signed = _COUNT_WIDTH[width]
-                payload = int.from_bytes(read_exact(count_width), "little", signed=signed)
-                remaining = size - handle.tell()
-                if payload < 0 or payload > remaining:
-                    corrupt(f"{name} at byte {pos} declares {payload} bytes, but only {remaining} remain in the file")
-                handle.seek(payload, os.SEEK_CUR)
-        estimate += _OBJECT_COST + payload + (_SET_COST if name in ("EMPTY_SET", "FROZENSET") else 0)
-        if name == "FRAME":  # the unpickler reads a whole frame into memory, then parses the opcodes in it
-            if number > size - handle.tell():
-                corrupt(f"FRAME at byte {pos} declares {number} bytes, more than remain in the file")
-            estimate += number
-        if estimate > max_bytes:
-            refuse(
-                f"refused: loading it would take about {estimate} bytes of memory (counted up to byte {pos}), "
-                f"more than the cap of {max_bytes} bytes; {_cap_hint()}"
-            )
-
-        if name in _LEAF_OPS:
-            stack.append(_Sym(0))
-        elif name in ("EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET", "EMPTY_TUPLE"):
-            stack.append(_Sym(1))
-        elif name == "MARK":
-            marks.append(len(stack))
-        elif name == "LIST":
-            stack.append(nest(pop_mark()))
-        elif name in ("TUPLE", "FROZENSET"):
-            items = pop_mark()
-            if name == "FROZENSET":
-                hashed(items)
-            stack.append(immutable(items))
-        elif name == "DICT":
-            items = pop_mark()
-            if len(items) % 2:
-                corrupt(f"DICT at byte {pos} has an odd number of items")
-            hashed(items[0::2])
-            stack.append(nest(items))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            items = [pop() for _ in range(int(name[-1]))]
-            stack.append(immutable(items))
-        elif name == "APPEND":
-            value = pop()
-            nest([value], into=top())
-        elif name == "SETITEM":
-            value, key = pop(), pop()
-            hashed([key])
-            nest([key, value], into=top())
-        elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
-            items = pop_mark()
-            if name == "SETITEMS" and len(items) % 2:
-                corrupt(f"SETITEMS at byte {pos} has an odd number of items")
-            hashed(items[0::2] if name == "SETITEMS" else items if name == "ADDITEMS" else [])
-            if not stack:
-                corrupt(f"{name} at byte {pos} has no container below its MARK")
-            if items:
-                nest(items, into=stack[-1])
-        elif name == "POP":
-            if marks and marks[-1] == len(stack):
-                marks.pop()
-            else:
-                pop()
-        elif name == "POP_MARK":
-            pop_mark()
-        elif name == "DUP":
-            stack.append(top())
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            if number not in memo:
-                corrupt(f"{name} at byte {pos} fetches memo index {number}, which was never stored")
-            stack.append(memo[number])
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            if number > len(memo) + _MEMO_SLACK:
-                refuse(
-                    f"refused: memo index {number} at byte {pos} ({name}) is far past the {len(memo)} entries "
-                    "stored so far; the unpickler would allocate a table that large"
-                )
-            memo[number] = top()
-        elif name == "MEMOIZE":
-            memo[len(memo)] = top()
-        elif name == "STACK_GLOBAL":
-            pop(), pop()
-            stack.append(_Sym(0))
-        elif name in ("REDUCE", "NEWOBJ"):  # the admitted callables return plain values or placeholders
-            pop(), pop()
-            stack.append(_Sym(0))
-        elif name == "NEWOBJ_EX":
-            pop(), pop(), pop()
-            stack.append(_Sym(0))
-        elif name == "INST":
-            pop_mark()
-            stack.append(_Sym(0))
-        elif name == "OBJ":
-            if not pop_mark():
-                corrupt(f"OBJ at byte {pos} has no class after its MARK")
-            stack.append(_Sym(0))
-        elif name == "BUILD":  # a placeholder keeps checked values, not the state's containers
-            pop()
-            top()
-        elif name == "PROTO":
-            if number > pickle.HIGHEST_PROTOCOL:
-                corrupt(f"PROTO at byte {pos} asks for protocol {number}")
-        elif name == "FRAME":
-            pass
-        elif name == "STOP":
-            pop()
-            return
-        else:  # every opcode pickletools knows is handled above
-            corrupt(f"{name} at byte {pos} is not handled")
 
 
 # ---- loading: the admitted callables and their placeholders ---------------------------------------------------------
@@ -390,7 +109,7 @@ class _Callable:
         return self._call(*args)
 
     def __setstate__(self, state: Any) -> NoReturn:
-        self._load.refuse(self.name, f"refused a BUILD state for {self.name} itself: {_show(state)}")
+        self._load.refuse(self.name, f"refused a BUILD state for {self.name} itself: {show_value(state)}")
 
     def __repr__(self) -> str:
         return self.name
@@ -412,7 +131,7 @@ class _DtypeSpec:
         ):
             load.refuse(
                 "numpy.dtype",
-                f"refused numpy.dtype({', '.join(map(_show, args))}): expected a plain numeric dtype code "
+                f"refused numpy.dtype({', '.join(map(show_value, args))}): expected a plain numeric dtype code "
                 f"({', '.join(ADMITTED_DTYPES)}) with the flags (False, True); object arrays, strings, "
                 "structured, subarray and datetime dtypes are not admitted",
             )
@@ -429,25 +148,25 @@ class _DtypeSpec:
         if self.stated or self.used:
             self._load.refuse(
                 "numpy.dtype state",
-                f"refused a second state for numpy.dtype({self.code!r}), {_show(state)}; a dtype is built once, "
+                f"refused a second state for numpy.dtype({self.code!r}), {show_value(state)}; a dtype is built once, "
                 "before it is used",
             )
         if type(state) is not tuple or not state:
-            wrong(f"the state is {_show(state)}, expected a tuple")
+            wrong(f"the state is {show_value(state)}, expected a tuple")
         version = state[0]
         if not (type(version) is int and version in (3, 4)):
-            wrong(f"version is {_show(version)}, expected 3 (or 4, with metadata None)")
+            wrong(f"version is {show_value(version)}, expected 3 (or 4, with metadata None)")
         if len(state) != 5 + version:
             wrong(f"the state has {len(state)} items, expected {5 + version} for version {version}")
         orders = ("|", "<", ">", "=") if self.dtype.itemsize == 1 else ("<", ">", "=")
         if not (type(state[1]) is str and state[1] in orders):
-            wrong(f"byteorder is {_show(state[1])}, expected one of {', '.join(map(repr, orders))}")
+            wrong(f"byteorder is {show_value(state[1])}, expected one of {', '.join(map(repr, orders))}")
         expected = {"subarray": None, "names": None, "fields": None, "elsize": -1, "alignment": -1, "flags": 0}
         for (part, want), got in zip(expected.items(), state[2:8], strict=True):
             if not (got is want if want is None else (type(got) is int and got == want)):
-                wrong(f"{part} is {_show(got)}, expected {want}")
+                wrong(f"{part} is {show_value(got)}, expected {want}")
         if version == 4 and state[8] is not None:
-            wrong(f"metadata is {_show(state[8])}, expected None")
+            wrong(f"metadata is {show_value(state[8])}, expected None")
         if state[1] in "<>":
             self.dtype = self.dtype.newbyteorder(state[1])
         self.stated = True
@@ -465,7 +184,7 @@ class _DtypeSpec:
 
 def _dtype_of(load: _Load, field: str, spec: Any) -> np.dtype:
     if type(spec) is not _DtypeSpec:
-        load.refuse(field, f"refused the dtype {_show(spec)}: expected a numpy.dtype(...) from the pickle")
+        load.refuse(field, f"refused the dtype {show_value(spec)}: expected a numpy.dtype(...) from the pickle")
     return spec.resolve()
 
 
@@ -485,11 +204,13 @@ class _ArraySlot:
             or len(shape) > 32
             or not all(type(dim) is int and 0 <= dim <= sys.maxsize for dim in shape)
         ):
-            load.refuse(field, f"refused the shape {_show(shape)}: expected a tuple of at most 32 non-negative ints")
+            load.refuse(
+                field, f"refused the shape {show_value(shape)}: expected a tuple of at most 32 non-negative ints"
+            )
         if math.prod(max(dim, 1) for dim in shape) * dtype.itemsize > sys.maxsize:
             load.refuse(field, f"refused the shape {shape} of {dtype}: larger than any array can be")
         if not isinstance(data, bytes | bytearray | str):  # str: Python 2's 8-bit string, read as latin-1
-            load.refuse(field, f"refused the data {_show(data)}: expected bytes (the array's raw data)")
+            load.refuse(field, f"refused the data {show_value(data)}: expected bytes (the array's raw data)")
         need = math.prod(shape) * dtype.itemsize
         if len(data) != need:
             load.refuse(field, f"refused the data: expected {need} bytes for shape {shape} of {dtype}, got {len(data)}")
@@ -499,17 +220,17 @@ class _ArraySlot:
     def __setstate__(self, state: Any) -> None:
         load = self._load
         if self._stated:
-            load.refuse("numpy.ndarray state", f"refused a second state for an array: {_show(state)}")
+            load.refuse("numpy.ndarray state", f"refused a second state for an array: {show_value(state)}")
         if type(state) is tuple and len(state) == 5 and type(state[0]) is int and state[0] == 1:
             state = state[1:]
         if type(state) is not tuple or len(state) != 4:
             load.refuse(
                 "numpy.ndarray state",
-                f"refused the array state {_show(state)}: expected (1, shape, dtype, is_fortran, data)",
+                f"refused the array state {show_value(state)}: expected (1, shape, dtype, is_fortran, data)",
             )
         shape, spec, fortran, data = state
         if not (type(fortran) in (bool, int) and fortran in (0, 1)):
-            load.refuse("numpy.ndarray state", f"refused is_fortran {_show(fortran)}: expected True or False")
+            load.refuse("numpy.ndarray state", f"refused is_fortran {show_value(fortran)}: expected True or False")
         self.set_parts("numpy.ndarray state", spec, shape, bool(fortran), data)
 
     def materialize(self) -> np.ndarray:
@@ -537,19 +258,19 @@ class _ScalarSlot:
     def __init__(self, load: _Load, *args: Any) -> None:
         self._load = load
         if len(args) != 2:
-            load.refuse("numpy scalar", f"refused scalar{_show(args)}: expected scalar(dtype, data)")
+            load.refuse("numpy scalar", f"refused scalar{show_value(args)}: expected scalar(dtype, data)")
         self._dtype = _dtype_of(load, "numpy scalar", args[0])
         data = args[1]
         if not isinstance(data, bytes | str) or len(data) != self._dtype.itemsize:
             load.refuse(
                 "numpy scalar",
-                f"refused the data {_show(data)} of a {self._dtype} scalar: expected {self._dtype.itemsize} bytes",
+                f"refused the data {show_value(data)} of a {self._dtype} scalar: expected {self._dtype.itemsize} bytes",
             )
         load.charge_data("numpy scalar", self._dtype.itemsize)
         self.data = data
 
     def __setstate__(self, state: Any) -> NoReturn:
-        self._load.refuse("numpy scalar", f"refused a BUILD state for a numpy scalar: {_show(state)}")
+        self._load.refuse("numpy scalar", f"refused a BUILD state for a numpy scalar: {show_value(state)}")
 
     def materialize(self) -> Any:
         buffer = _latin1(self._load, "numpy scalar", self.data)
@@ -580,7 +301,7 @@ def _admitted(load: _Load) -> dict[tuple[str, str], _Callable]:
     def ndarray(*args: Any) -> NoReturn:
         load.refuse(
             "numpy.ndarray",
-            f"refused numpy.ndarray({', '.join(map(_show, args))}) called directly: it would make an array of "
+            f"refused numpy.ndarray({', '.join(map(show_value, args))}) called directly: it would make an array of "
             "uninitialised memory; numpy's pickles name numpy.ndarray only as the class given to _reconstruct",
         )
 
@@ -594,7 +315,7 @@ def _admitted(load: _Load) -> dict[tuple[str, str], _Callable]:
         ):
             load.refuse(
                 "numpy.ndarray",
-                f"refused _reconstruct({', '.join(map(_show, args))}): "
+                f"refused _reconstruct({', '.join(map(show_value, args))}): "
                 "expected _reconstruct(numpy.ndarray, (0,), b'b')",
             )
         return _ArraySlot(load)
@@ -604,8 +325,8 @@ def _admitted(load: _Load) -> dict[tuple[str, str], _Callable]:
         if len(args) != 4 or args[3] not in ("C", "F") or not isinstance(args[0], bytes | bytearray):
             load.refuse(
                 "numpy.ndarray",
-                f"refused _frombuffer({', '.join(map(_show, args))}): expected _frombuffer(data, dtype, shape, 'C' "
-                "or 'F') with the data in the file",
+                f"refused _frombuffer({', '.join(map(show_value, args))}): "
+                "expected _frombuffer(data, dtype, shape, 'C' or 'F') with the data in the file",
             )
         slot = _ArraySlot(load)
         slot.set_parts("numpy.ndarray", args[1], args[2], args[3] == "F", args[0])
@@ -615,7 +336,7 @@ def _admitted(load: _Load) -> dict[tuple[str, str], _Callable]:
         if args:
             load.refuse(
                 "builtins.bytes",
-                f"refused builtins.bytes({', '.join(map(_show, args))}): only bytes() with no argument (the empty "
+                f"refused builtins.bytes({', '.join(map(show_value, args))}): only bytes() with no argument (the empty "
                 "data of an empty array in protocol 2) is admitted; array data must come from the file",
             )
         return b""
@@ -626,7 +347,7 @@ def _admitted(load: _Load) -> dict[tuple[str, str], _Callable]:
         if len(args) != 2 or not isinstance(args[0], str) or args[1] not in _LATIN1:
             load.refuse(
                 "_codecs.encode",
-                f"refused _codecs.encode({', '.join(map(_show, args))}): expected _codecs.encode(text, 'latin1'); "
+                f"refused _codecs.encode({', '.join(map(show_value, args))}): expected _codecs.encode(text, 'latin1'); "
                 "only latin1 is admitted",
             )
         load.charge_latin1(len(args[0]))
@@ -666,7 +387,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             )
 
     def persistent_load(self, pid: Any) -> NoReturn:  # the scan refuses PERSID first; kept as a second guard
-        self._load.refuse("pickle stream", f"refused a persistent-id reference {_show(pid)}")
+        self._load.refuse("pickle stream", f"refused a persistent-id reference {show_value(pid)}")
 
 
 # ---- after loading: placeholders become numpy objects, depth and cycles are checked ---------------------------------
@@ -723,9 +444,9 @@ def _insert(mapping: dict[Any, Any], key: Any, value: Any, load: _Load) -> None:
     try:
         present = key in mapping
     except TypeError:  # an array inside a key
-        load.refuse("<top level>", f"refused the dict key or set member {_show(key)}: it holds an array")
+        load.refuse("<top level>", f"refused the dict key or set member {show_value(key)}: it holds an array")
     if present:  # two placeholders that made equal keys
-        load.refuse("<top level>", f"refused the dict key or set member {_show(key)}: it appears twice")
+        load.refuse("<top level>", f"refused the dict key or set member {show_value(key)}: it appears twice")
     mapping[key] = value
 
 
@@ -784,9 +505,9 @@ def load_array_pickle(
             raise UnsafePickleError(
                 source,
                 "pickle stream",
-                f"refused: the file holds {size} bytes, more than the cap of {cap} bytes; {_cap_hint()}",
+                f"refused: the file holds {size} bytes, more than the cap of {cap} bytes; {cap_hint()}",
             )
-        _scan(handle, size, source, max_depth, cap)
+        scan_opcodes(handle, size, source, max_depth, cap)
         handle.seek(0)
         load = _Load(source, size)
         unpickler = _ArrayUnpickler(handle, load)
