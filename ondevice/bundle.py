@@ -1,7 +1,8 @@
 """Host side of on-device profiling: write a bundle for a board, and read its results back.
 
-A bundle is a folder: ONNX models, their example inputs (.npy), `manifest.json`, and `profile_bundle.py`
-(a copy of `ondevice/device/runner.py`, which needs only numpy and onnxruntime).
+A bundle is a folder: ONNX models, their example inputs (.npy), `manifest.json`, `profile_bundle.py` (a copy of
+`ondevice/device/runner.py`) and `manifest.py` (of `ondevice/device/manifest.py`, the manifest checks it
+imports); the two need only numpy and onnxruntime.
 
 Bundles and results come back from another machine and are read as untrusted: `read_manifest` keeps every path
 inside the bundle and checks every field; `ingest` reads a results file only up to `MAX_RESULTS_BYTES` (16 MiB;
@@ -24,16 +25,17 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from ondevice.device import manifest as device_manifest
 from ondevice.device import runner as device_runner
-from ondevice.device.runner import (
+from ondevice.device.manifest import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
     MANIFEST_NAME,
-    RESULTS_FORMAT,
     BundleError,
     read_json_file,
     read_manifest,
 )
+from ondevice.device.runner import RESULTS_FORMAT
 from ondevice.errors import InputError
 from ondevice.export import (
     ExampleInputs,
@@ -176,6 +178,7 @@ def write_bundle(
         }
         write_json_atomic(tmp / MANIFEST_NAME, manifest)
         shutil.copyfile(device_runner.__file__, tmp / "profile_bundle.py")
+        shutil.copyfile(device_manifest.__file__, tmp / "manifest.py")  # profile_bundle.py imports it
         (tmp / "README.txt").write_text(README.format(created=created))
         os.replace(tmp, out)
     except BaseException:

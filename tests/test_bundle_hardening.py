@@ -21,7 +21,8 @@ import pytest
 from ondevice.bundle import ingest, write_bundle
 from ondevice.cli import main as ondevice_main
 from ondevice.device import runner
-from ondevice.device.runner import BundleError, profile_bundle, read_manifest, sha256_file
+from ondevice.device.manifest import BundleError, read_manifest, sha256_file
+from ondevice.device.runner import profile_bundle
 from ondevice.errors import InputError
 from ondevice.examples import small_cnn
 from ondevice.report import LatencyReport
