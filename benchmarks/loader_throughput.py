@@ -19,11 +19,13 @@ logic when it is missing (24 classes x 26 SNRs x ``per_key`` frames of 8 KiB; 42
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -48,13 +50,14 @@ def raw_read(path: str, seconds: float, slice_rows: int = 8192) -> float:
         return done / (time.perf_counter() - start)
 
 
-def ours(path: str, seconds: float, contiguous: bool, workers: int | None = None) -> float:
+def ours(path: str, seconds: float, contiguous: bool, workers: int | None = None, finite: bool = True) -> float:
     """Rows/s of whole shuffled epochs of our stream: at least one, and as many as fit in ``seconds``.
 
     ``workers=None`` iterates the stream itself; a number iterates it through an ``EpochLoader``
-    with that many ``DataLoader`` workers (the SignalDataModule path).
+    with that many ``DataLoader`` workers (the SignalDataModule path). ``finite=False`` skips the loader's
+    NaN/Inf check of every read (on by default), to measure what it costs.
     """
-    data = RadioML2018(path)
+    data = RadioML2018(path, finite=finite)
     sampler = BlockShuffleSampler(np.arange(len(data)), block_rows=256, window_rows=8192, seed=0)
     stream = BatchStream(data, sampler, BATCH, contiguous=contiguous)
     loader = stream if workers is None else EpochLoader(stream, num_workers=workers)
@@ -126,6 +129,28 @@ def warm(path: str) -> None:
             pass
 
 
+METHODS: dict[str, Callable[[str, float], float]] = {
+    "a": raw_read,
+    "b": functools.partial(ours, contiguous=False),
+    "b_unchecked": functools.partial(ours, contiguous=False, finite=False),
+    "b_contiguous": functools.partial(ours, contiguous=True),
+    "c": naive,
+    "b_workers": functools.partial(ours, contiguous=False, workers=2),
+    "c_workers": functools.partial(naive, workers=2),
+}
+NAMES = {
+    "a": "(a) raw h5py X[a:b], 8,192-row slices",
+    "b": "(b) ours: BatchStream, block shuffle",
+    "b_unchecked": "(b) with finite=False (no NaN/Inf check)",
+    "b_contiguous": "(b') ours, contiguous [B,2,L] copy",
+    "c": "(c) naive DataLoader, per-index h5py",
+    "b_workers": "(b) through EpochLoader, 2 workers",
+    "c_workers": "(c) naive, 2 workers",
+}
+RATIOS = [("b", "a"), ("b", "c"), ("b_contiguous", "a"), ("b_contiguous", "c"), ("b", "b_unchecked")]
+RATIOS += [("b_workers", "c_workers")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--file", default="/tmp/rfml_bench/GOLD_XYZ_OSC.0001_1024.hdf5")
@@ -134,6 +159,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="generator processes if the file is made")
     parser.add_argument("--epoch-rss", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--only",
+        default=",".join(METHODS),
+        help=f"comma-separated methods to run, of {','.join(METHODS)} (default: all; the naive ones take minutes)",
+    )
     args = parser.parse_args()
     if args.epoch_rss:
         print(json.dumps(epoch_rss(args.file)))
@@ -145,14 +175,14 @@ def main() -> None:
         print(f"wrote {args.file} in {time.perf_counter() - start:.0f} s")
     size_gb = os.path.getsize(args.file) / 1e9
     warm(args.file)
-    runs: dict[str, list[float]] = {key: [] for key in ("a", "b", "b_contiguous", "c", "b_workers", "c_workers")}
+    only = [key for key in args.only.split(",") if key]
+    unknown = sorted(set(only) - set(METHODS))
+    if unknown:
+        parser.error(f"--only: unknown method(s) {unknown}; choose from {','.join(METHODS)}")
+    runs: dict[str, list[float]] = {key: [] for key in METHODS if key in only}
     for _ in range(2):
-        runs["a"].append(raw_read(args.file, args.seconds))
-        runs["b"].append(ours(args.file, args.seconds, contiguous=False))
-        runs["b_contiguous"].append(ours(args.file, args.seconds, contiguous=True))
-        runs["c"].append(naive(args.file, args.seconds))
-        runs["b_workers"].append(ours(args.file, args.seconds, contiguous=False, workers=2))
-        runs["c_workers"].append(naive(args.file, args.seconds, workers=2))
+        for key in runs:
+            runs[key].append(METHODS[key](args.file, args.seconds))
     mean = {key: float(np.mean(values)) for key, values in runs.items()}
     child = subprocess.run(
         [sys.executable, __file__, "--file", args.file, "--epoch-rss"], capture_output=True, text=True, check=True
@@ -162,11 +192,9 @@ def main() -> None:
         "file_gb": size_gb,
         "runs": runs,
         "mean_rows_per_s": mean,
-        "b_over_a": mean["b"] / mean["a"],
-        "b_over_c": mean["b"] / mean["c"],
-        "b_contiguous_over_a": mean["b_contiguous"] / mean["a"],
-        "b_contiguous_over_c": mean["b_contiguous"] / mean["c"],
-        "workers_b_over_c": mean["b_workers"] / mean["c_workers"],
+        **{
+            f"{top}_over_{bottom}": mean[top] / mean[bottom] for top, bottom in RATIOS if top in mean and bottom in mean
+        },
         "epoch_rss": rss,
         "machine": "{cpu_model}, {cpu_count} CPUs".format(**environment()),
         "versions": {"torch": torch.__version__, "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version},
@@ -174,20 +202,10 @@ def main() -> None:
     print(f"file: {args.file} ({size_gb:.2f} GB), batch {BATCH}, warm page cache; ratios use the num_workers=0 rows")
     print("| method | rows/s (run 1, run 2) | mean rows/s |")
     print("|---|---|---:|")
-    names = {
-        "a": "(a) raw h5py X[a:b], 8,192-row slices",
-        "b": "(b) ours: BatchStream, block shuffle",
-        "b_contiguous": "(b') ours, contiguous [B,2,L] copy",
-        "c": "(c) naive DataLoader, per-index h5py",
-        "b_workers": "(b) through EpochLoader, 2 workers",
-        "c_workers": "(c) naive, 2 workers",
-    }
-    for key, label in names.items():
-        print(f"| {label} | {', '.join(f'{v:,.0f}' for v in runs[key])} | {mean[key]:,.0f} |")
-    print(
-        f"(b)/(a) = {report['b_over_a']:.2f}, (b)/(c) = {report['b_over_c']:.0f}x; "
-        f"(b')/(a) = {report['b_contiguous_over_a']:.2f}, (b')/(c) = {report['b_contiguous_over_c']:.0f}x"
-    )
+    for key in runs:
+        print(f"| {NAMES[key]} | {', '.join(f'{v:,.0f}' for v in runs[key])} | {mean[key]:,.0f} |")
+    ratios = {key.replace("_over_", " / "): value for key, value in report.items() if "_over_" in key}
+    print("; ".join(f"{name} = {value:.2f}" for name, value in ratios.items()))
     print(
         f"one epoch of (b) in a fresh process: peak RSS {rss['peak_mib']:.0f} MiB "
         f"(after imports {rss['baseline_mib']:.0f} MiB), {rss['epoch_s']:.1f} s"

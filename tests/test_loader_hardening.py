@@ -20,6 +20,7 @@ from test_data_safety import NAMES_3, dump, ism_arrays, valid_2016_dict, valid_2
 
 from rfml.data import DatasetFormatError, ISMInterference, RadioML2016, RadioML2018, SignalDataModule
 from rfml.data.base import SNR_RANGE_DB
+from rfml.data.sampling import BatchStream, BlockShuffleSampler
 from rfml.data.verify import convert, verify
 
 
@@ -133,9 +134,11 @@ def test_radioml2018_refuses_a_non_finite_frame_naming_the_row_unless_finite_is_
     fields["X"][3, 1, 0] = bad
     fields["X"][5, 0, 1] = bad
     path = write_h5(tmp_path / "bad.hdf5", fields)
-    data = open_2018(path)  # checked as frames are read: opening never reads all of X
+    data = open_2018(path, max_gap_rows=0)  # checked as frames are read: opening never reads all of X
     assert data.get_batch([0, 1, 2, 4])["x"].isfinite().all()
-    refused(lambda: data.get_batch([4, 5, 3]), path, "X", "row 5 ", "NaN" if np.isnan(bad) else "Inf", "finite=False")
+    refused(lambda: data.get_batch([4, 5, 3]), path, "X", "row 3 ", "NaN" if np.isnan(bad) else "Inf", "finite=False")
+    stream = BatchStream(data, BlockShuffleSampler(np.arange(len(data)), block_rows=2, window_rows=2), batch_size=2)
+    refused(lambda: list(stream), path, "X", "NaN" if np.isnan(bad) else "Inf")  # the training stream too
     refused(lambda: data.scan_finite(), path, "X", "row 3 ", "finite=False")
     loaded = open_2018(path, finite=False).get_batch([3, 5])["x"].numpy()  # [B, 2, L]: X[3, 1, 0] is x[0, 0, 1]
     np.testing.assert_array_equal(loaded[[0, 1], [0, 1], [1, 0]], [bad, bad])

@@ -147,10 +147,11 @@ class RadioML2018(SignalDataset):
     and ``Z`` are datasets stored in this file (no external storage, virtual sources in other files or external
     links, unless ``allow_external``); every ``Y`` row holds exactly one 1 and zeros elsewhere; ``Z`` is of an
     integer dtype with every value in :data:`rfml.data.base.SNR_RANGE_DB` (checked before the cast to int64, so
-    nothing wraps). With ``finite`` (default) every batch :meth:`get_batch` reads is checked for NaN and ±Inf as it
-    is read, the first bad row of the file named: the check costs nothing beside the read, where a scan at opening
-    would read the whole file (21 GB for the real one) on every open. :meth:`scan_finite` checks the whole file at
-    once (``rfml dataset verify`` does).
+    nothing wraps). With ``finite`` (default) the frames :meth:`frames` reads (for :meth:`get_batch` and the
+    training stream alike) are checked for NaN and ±Inf as they are read, the first bad row of the file named: one
+    float32 sum per span read, once per row and process (later epochs skip it), where a scan at opening would read
+    the whole file (21 GB for the real one) on every open.
+    :meth:`scan_finite` checks the whole file at once (``rfml dataset verify`` does).
 
     Args:
         path: the HDF5 file with ``X`` float32 (N, L, 2), ``Y`` one-hot (N, C), ``Z`` SNR (N, 1).
@@ -161,7 +162,7 @@ class RadioML2018(SignalDataset):
         max_gap_rows: unrequested rows that may be read (and dropped) to join two spans.
         check_provenance: check a generated file against its provenance record and announce it (``False``: only
             keep the record, for ``rfml dataset info | verify``, which report on the file themselves).
-        finite: refuse a batch holding a frame with NaN or ±Inf, naming the frame's row (default); ``False`` reads
+        finite: refuse a read holding a frame with NaN or ±Inf, naming the frame's row (default); ``False`` reads
             them as they are.
         allow_external: read ``X``, ``Y`` and ``Z`` even when their bytes live outside the file (HDF5 external
             storage, a virtual dataset sourcing another file, an external link). Off by default: such a file can
@@ -204,6 +205,7 @@ class RadioML2018(SignalDataset):
         self.classes = self._class_names(class_order, y_set.shape[1])
         self._length = x_set.shape[1]
         self.y, self.snr = self._read_labels(y_set, z_set)
+        self._finite_rows = np.zeros(rows, dtype=bool)  # rows of X already read and found finite (``finite``)
         self.snrs = sorted(int(s) for s in torch.unique(self.snr))
         self.names_from_file = "classes" in handle.attrs
         record = self._provenance(handle)
@@ -262,7 +264,7 @@ class RadioML2018(SignalDataset):
         """Raise :class:`DatasetFormatError` naming the first row of ``X`` holding NaN or ±Inf.
 
         ``X`` is read in blocks of at most :data:`rfml.data.base.FINITE_CHUNK_BYTES` into one reused buffer, so
-        memory stays bounded whatever the size of the file (``rfml dataset verify`` runs it; :meth:`get_batch` checks
+        memory stays bounded whatever the size of the file (``rfml dataset verify`` runs it; :meth:`frames` checks
         the rows it reads).
         """
         x_set = self._file()["X"]
@@ -381,20 +383,28 @@ class RadioML2018(SignalDataset):
                 raise DatasetFormatError(
                     self.path, "X", f"rows {start}..{stop - 1} unreadable ({err}); is the file truncated?"
                 ) from None
+            if self.finite and not self._finite_rows[start:stop].all():
+                self._check_finite(buffer[offset : offset + width], start, stop)
             offset += width
         # Buffer row of each unique row: its span's offset in the buffer plus its offset in the span.
         span_of = np.searchsorted(spans[:, 0], unique, side="right") - 1
         positions = (np.cumsum(widths) - widths)[span_of] + (unique - spans[span_of, 0])
         return torch.from_numpy(buffer).transpose(1, 2), torch.from_numpy(positions[inverse])
 
+    def _check_finite(self, block: np.ndarray, start: int, stop: int) -> None:
+        """Check rows ``start..stop`` of ``X``, just read into ``block``, once per process: one float32 sum is the
+        cheap pass (NaN and Inf carry through it), and only a sum that is not finite (a bad frame, or finite values
+        summing past float32's range) makes :func:`check_finite` look for the row. Rows found finite are
+        remembered, so a training's later epochs skip the check."""
+        if not np.isfinite(block.sum()):
+            check_finite(block, self.path, "X", first_row=start)
+        self._finite_rows[start:stop] = True
+
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> Batch:
         idx = self._check_indices(indices)
         frames, positions = self.frames(idx)
-        x = gather_frames(frames, positions).contiguous()
-        if self.finite:
-            check_finite(x.numpy(), self.path, "X", describe=lambda row: f"row {int(idx[row])}")
         rows = torch.from_numpy(idx)
-        return {"x": x, "y": self.y[rows], "snr": self.snr[rows]}
+        return {"x": gather_frames(frames, positions).contiguous(), "y": self.y[rows], "snr": self.snr[rows]}
 
     def __repr__(self) -> str:
         return f"RadioML2018({self.path!r}: {len(self)} frames of {self.length}, {len(self.classes)} classes)"
