@@ -60,6 +60,17 @@ class ResultsLogError(ValueError):
     """The file holds something no crash can leave: a malformed line before the last, or a key twice."""
 
 
+def _write_durably(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, ``fsync`` it and close it (the descriptor is closed whatever happens)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make a new or renamed entry of ``folder`` durable (not possible on every platform, e.g. Windows)."""
     with contextlib.suppress(OSError):
@@ -188,14 +199,7 @@ class ResultsLog:
     def _set_aside(self, line: bytes) -> None:
         """Append ``line`` to :attr:`rejected_path` durably (created with the log's permissions)."""
         mode = stat.S_IMODE(self.path.stat().st_mode)
-        fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode)
-        try:
-            view = memoryview(line)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_durably(os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, mode), line)
         _fsync_dir(self.path.parent)
 
     @contextlib.contextmanager
@@ -229,14 +233,7 @@ class ResultsLog:
         """Replace the file's content by ``data`` atomically and durably, keeping its permissions."""
         mode = stat.S_IMODE(self.path.stat().st_mode)
         with atomic_path(self.path) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _write_durably(os.open(tmp, os.O_WRONLY | os.O_TRUNC), data)
             os.chmod(tmp, mode)
         _fsync_dir(self.path.parent)
 
