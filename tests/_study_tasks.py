@@ -29,9 +29,12 @@ def seeded_values(item: dict[str, Any]) -> dict[str, Any]:
 
 
 def maybe_fail(item: dict[str, Any]) -> int:
-    """``item["x"]``; raises ValueError for an item with ``fail``, after ``sleep`` seconds for the others."""
+    """``item["x"]``; raises ValueError for an item with ``fail``, SystemExit (as Lightning's SIGTERM handler does)
+    for one with ``exit``, after ``sleep`` seconds for the others."""
     if item.get("fail"):
         raise ValueError(f"bad item {item['x']}")
+    if item.get("exit"):
+        raise SystemExit(item["exit"])
     time.sleep(item.get("sleep", 0.0))
     return item["x"]
 

@@ -114,6 +114,16 @@ def test_failing_task_raises_task_error_and_stops_submitting(pool: LocalExecutor
     assert [r for _, r in pool.map_unordered(tasks.maybe_fail, [{"x": 7}])] == [7]
 
 
+def test_a_worker_told_to_exit_during_a_task_fails_that_task_not_the_study(pool: LocalExecutor) -> None:
+    # Lightning raises SIGTERMException (a SystemExit) in a worker sent SIGTERM during a fit: the study must get a
+    # TaskError naming the item, not a SystemExit that ends it without a word.
+    with pytest.raises(TaskError) as caught:
+        list(pool.map_unordered(tasks.maybe_fail, [{"x": 5, "exit": "stop"}]))
+    assert caught.value.item == {"x": 5, "exit": "stop"}
+    assert caught.value.message == "SystemExit: the worker was told to stop during this task (stop)"
+    assert [r for _, r in pool.map_unordered(tasks.maybe_fail, [{"x": 7}])] == [7]
+
+
 def test_in_process_failure_draws_no_further_item() -> None:
     items = [{"x": 1}, {"x": 2, "fail": True}, {"x": 3}]
     pulled: list[dict[str, Any]] = []

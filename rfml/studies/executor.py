@@ -146,6 +146,13 @@ def _apply(fn: Task, item: Any, threads: int | None) -> Outcome:
         return True, fn(item), ""
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}", traceback.format_exc()
+    except SystemExit as exc:
+        # Lightning turns a SIGTERM sent to the worker during a fit into SIGTERMException, a SystemExit. Left to
+        # the pool, it would reach the study's own process and end it without a word; as the task's failure, the
+        # study names the item and stops as for any failed task. (A dying study kills its workers with SIGKILL.)
+        said = f" ({exc})" if str(exc) else ""
+        message = f"{type(exc).__name__}: the worker was told to stop during this task{said}"
+        return False, message, traceback.format_exc()
 
 
 def _apply_inline(fn: Task, item: Any, threads: int) -> Outcome:
