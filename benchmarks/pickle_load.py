@@ -56,8 +56,7 @@ def main() -> None:
     if not p4.exists():
         write_dataset("rml2016.10a", p4, per_key=args.per_key, seed=0, progress=False)
     if not p2.exists():
-        with open(p4, "rb") as f:
-            data = pickle.load(f)  # our own file, just written
+        data = load_array_pickle(p4)
         with open(p2.with_suffix(".partial"), "wb") as f:
             pickle.dump(data, f, protocol=2)
         os.replace(p2.with_suffix(".partial"), p2)
@@ -65,6 +64,7 @@ def main() -> None:
     for name, path in (("protocol 4", p4), ("protocol 2", p2)):
 
         def plain(path: Path = path) -> object:
+            # The unrestricted reader, as the reference only: on the files this script has just written itself.
             with open(path, "rb") as f:
                 return pickle.load(f, encoding="latin1")
 
