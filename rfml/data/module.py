@@ -213,7 +213,7 @@ class SignalDataModule(pl.LightningDataModule):
             ``pca`` (``magnitude`` and ``pca`` are fitted on the training split only).
         selection_rate: keep 1/``selection_rate`` of the frequency components (2, 4, 8, 16 …).
         finite: refuse a dataset file holding a NaN or ±Inf frame, naming the frame (default); ``False`` loads it.
-            For an HDF5 file the check scans every frame once on opening (about one read of the file).
+            An HDF5 file's frames are checked as they are first read (:class:`rfml.data.RadioML2018`), not on opening.
         allow_external: read an HDF5 file whose data lives outside it (external storage, virtual sources in other
             files, external links); refused by default, as such a file can make the reader return any file's bytes.
     """

@@ -89,7 +89,7 @@ class RadioML2016(InMemorySignalDataset):
                 "<top level>",
                 f"expected a non-empty dict {{(modulation, snr): array}}, got {type(data).__name__}",
             )
-        keys = [self._check_key(key) for key in data]
+        keys = [parse_key(key, self.path) for key in data]
         self.classes = sorted({name for name, _ in keys})
         self.snrs = sorted({snr for _, snr in keys})
         order = sorted(range(len(keys)), key=lambda k: (self.classes.index(keys[k][0]), keys[k][1]))
@@ -108,9 +108,6 @@ class RadioML2016(InMemorySignalDataset):
         self.y = torch.repeat_interleave(torch.tensor([self.classes.index(keys[k][0]) for k in order]), per_key)
         self.snr = torch.repeat_interleave(torch.tensor([keys[k][1] for k in order]), per_key)
         self._identify(self.path, record)
-
-    def _check_key(self, key: Any) -> tuple[str, int]:
-        return parse_key(key, self.path)
 
     def _check_value(self, key: Any, value: Any, length: int | None) -> int:
         field = f"key {brief_repr(key)}"
