@@ -26,6 +26,7 @@ from rfml.data.base import (
     read_sidecar,
     sidecar_path,
 )
+from rfml.data.ism import check_vectors_finite
 from rfml.data.radioml import RadioML2018, parse_key
 from rfml.data.safe_pickle import load_array_pickle
 from rfml.data.synthetic import PRESETS, DatasetPreset
@@ -181,12 +182,12 @@ def match_card(info: DatasetInfo) -> tuple[str | None, bool]:
     return best, scores[best] == len(found)
 
 
-def _finite_problem(info: DatasetInfo, frames: Any, path: str, field: str, **describe: Any) -> None:
+def _finite_problem(info: DatasetInfo, frames: Any, path: str, field: str) -> None:
     """Record (as a ``layout`` problem) the first frame of ``frames`` holding NaN or ±Inf, as the loaders name it."""
     if not isinstance(frames, np.ndarray) or frames.ndim < 1 or not np.issubdtype(frames.dtype, np.inexact):
         return  # the shape and dtype checks judge anything else
     try:
-        check_finite(frames, path, field, **describe)
+        check_finite(frames, path, field)
     except DatasetFormatError as err:
         info.problems.append(("layout", err.field, err.problem))
 
@@ -287,9 +288,10 @@ def _read_ism(folder: str, card: DatasetPreset) -> DatasetInfo:
     classes, snrs, vectors, length, _ = data.shape
     step = card.snrs[1] - card.snrs[0]  # the file stores SNR indices: index i is card.snrs[0] + step * i dB
     info.num_classes, info.length = classes, length
-    grid = data.shape[:3]
-    describe = {"describe": lambda row: "data_iq[{}, {}, {}]".format(*np.unravel_index(row, grid))}
-    _finite_problem(info, data.reshape(-1, length, data.shape[4]), data_path, "data_iq", **describe)
+    try:
+        check_vectors_finite(data, data_path)
+    except DatasetFormatError as err:
+        info.problems.append(("layout", err.field, err.problem))
     info.snrs = [card.snrs[0] + step * i for i in range(snrs)]
     info.counts = {(c, snr): vectors for c in range(classes) for snr in info.snrs}
     if isinstance(labels, np.ndarray) and labels.shape == data.shape[:3] and np.issubdtype(labels.dtype, np.integer):

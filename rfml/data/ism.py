@@ -18,6 +18,18 @@ from rfml.dsp.ism import CLASSES_ISM, SNRS_ISM
 AXES = ("class", "SNR", "vector", "sample", "I/Q")
 
 
+def check_vectors_finite(data: np.ndarray, path: str) -> None:
+    """Raise :class:`DatasetFormatError` naming the first vector of ``data_iq`` (``[class, SNR, vector, sample,
+    2]``) that holds NaN or ±Inf, as ``data_iq[class, SNR, vector]``: the loader's check and ``rfml dataset``'s."""
+    grid = data.shape[:3]
+    check_finite(
+        data.reshape(-1, *data.shape[3:]),
+        path,
+        "data_iq",
+        describe=lambda row: "data_iq[{}, {}, {}]".format(*np.unravel_index(row, grid)),
+    )
+
+
 class ISMInterference(InMemorySignalDataset):
     """Schmidt's ISM interference vectors, held in memory, ordered (class, SNR, vector).
 
@@ -77,13 +89,7 @@ class ISMInterference(InMemorySignalDataset):
             )
         vectors, samples = data.shape[2], data.shape[3]
         if finite:
-            grid = data.shape[:3]
-            check_finite(
-                data.reshape(-1, samples, 2),
-                data_path,
-                "data_iq",
-                describe=lambda row: "data_iq[{}, {}, {}]".format(*np.unravel_index(row, grid)),
-            )
+            check_vectors_finite(data, data_path)
         self.classes = list(CLASSES_ISM)
         self.snrs = list(SNRS_ISM)
         # One pass: transpose to [N, 2, L] and convert to native float32 (pickles may hold float64 or big-endian).
