@@ -5,12 +5,13 @@ tensors and plain containers only, but a URL would go elsewhere: Lightning's ``c
 ``torch.hub.load_state_dict_from_url`` and ``weights_only=False`` (so the file's pickle runs, and a copy stays
 under ``$TORCH_HOME``), and hands any other ``scheme://`` or ``proto::`` chain to fsspec. So every path that loads a
 checkpoint (``rfml``/``slm`` ``fit|validate|test|predict --ckpt_path`` or ``--checkpoint``, a config's
-``ckpt_path``, ``slm export --checkpoint``, the teacher checkpoints, every ``torch.load`` of the three packages)
-passes its path through :func:`refuse_remote` first: anything that names a remote location is refused with an
-:class:`~ondevice.errors.InputError` (one line, exit code 2 on the command line) before a byte is fetched. To use a
-published checkpoint, download it, check it, and give its local path.
+``ckpt_path``, ``slm export --checkpoint``, the teacher checkpoints) passes its path through :func:`refuse_remote`
+first, and every reader of the three packages reads through :func:`load_checkpoint`, which does: anything that
+names a remote location is refused with an :class:`~ondevice.errors.InputError` (one line, exit code 2 on the
+command line) before a byte is fetched. To use a published checkpoint, download it, check it, and give its local
+path.
 
-This module imports only the standard library.
+This module imports only the standard library (torch only inside :func:`load_checkpoint`, when it reads).
 """
 
 from __future__ import annotations
@@ -67,6 +68,23 @@ def refuse_remote(value: _P, field: str = "checkpoint") -> _P:
         text = os.fspath(value) if isinstance(value, os.PathLike) else str(value)
         raise RemoteCheckpointError(f"{field}: {text!r} is not read: {reason}; {LOCAL_ONLY}")
     return value
+
+
+def load_checkpoint(path: str | os.PathLike[str], field: str = "checkpoint") -> Any:
+    """The one way this project reads a checkpoint or state dict: ``path`` must be a local file (a URL is refused by
+    :func:`refuse_remote` before anything is fetched), read with ``torch.load(map_location="cpu",
+    weights_only=True)`` (tensors and plain containers, never code). torch is imported here, on first use.
+
+    Raises:
+        RemoteCheckpointError: ``path`` names a remote location.
+        FileNotFoundError: no file at ``path`` (``PATH: no such checkpoint``).
+    """
+    refuse_remote(path, field)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{os.fspath(path)}: no such checkpoint")
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_cli_ckpt_path(cli: Any) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ondevice.checkpoint_paths import refuse_remote
+from ondevice.checkpoint_paths import load_checkpoint
 from ondevice.command_line import version_of
 from ondevice.device.predict import FORMAT, FORMAT_KEY
 from ondevice.export import ExportCheck, export_onnx, quantize_dynamic_int8, verify_onnx, write_metadata_props
@@ -49,7 +49,7 @@ def datamodule_from_checkpoint(path: str | os.PathLike) -> SignalDataModule:
         ondevice.checkpoint_paths.RemoteCheckpointError: ``path`` is a URL (checkpoints are local files).
         ValueError: the checkpoint has no datamodule hyper-parameters, or its stateful steps were never fitted.
     """
-    checkpoint = torch.load(refuse_remote(path), map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("datamodule_hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams:
         raise ValueError(

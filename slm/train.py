@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.aggregation import MeanMetric
 
-from ondevice.checkpoint_paths import check_cli_ckpt_path, refuse_remote
+from ondevice.checkpoint_paths import check_cli_ckpt_path, load_checkpoint, refuse_remote
 from ondevice.distill import kd_loss
 from ondevice.io import refuse_to_overwrite, sha256_file
 from ondevice.quiet import silence_lightning
@@ -62,10 +62,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Read from a local file only (a URL raises :class:`ondevice.checkpoint_paths.RemoteCheckpointError`), with
     ``torch.load(weights_only=True)``: tensors and plain containers, never code.
     """
-    path = Path(refuse_remote(path, "checkpoint"))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "arch" not in hparams or "state_dict" not in checkpoint:
         raise ValueError(
@@ -145,7 +142,7 @@ class LanguageModel(L.LightningModule):
         self.test_loss = MeanMetric()
 
     def _load_teacher(self, path: str) -> None:
-        if not Path(path).is_file():
+        if not Path(refuse_remote(path, "LanguageModel.teacher_checkpoint")).is_file():
             raise FileNotFoundError(
                 f"LanguageModel.teacher_checkpoint: {path}: no such file; train the teacher first "
                 "(slm fit -c slm/configs/tiny_teacher.yaml) or pass --model.init_args.teacher_checkpoint PATH"

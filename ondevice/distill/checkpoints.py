@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
-from ondevice.checkpoint_paths import refuse_remote
+from ondevice.checkpoint_paths import load_checkpoint
 
 
 def _load_state_dict_file(path: str | os.PathLike[str]) -> Mapping[str, Tensor]:
-    obj = torch.load(refuse_remote(path), map_location="cpu", weights_only=True)
+    obj = load_checkpoint(path)
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"{os.fspath(path)}: expected a state_dict or a Lightning checkpoint with a 'state_dict'")

@@ -6,10 +6,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ondevice.checkpoint_paths import refuse_remote
+from ondevice.checkpoint_paths import load_checkpoint
 from ondevice.distill import load_weights
 from rfml.models import create
 
@@ -26,7 +25,7 @@ def saved_model_kwargs(name: str, kwargs: Mapping[str, Any] | None, keys: Iterab
 
 def checkpoint_keys(path: str | Path) -> list[str]:
     """The tensor names in a local state_dict file or Lightning checkpoint (read with ``weights_only=True``)."""
-    checkpoint = torch.load(refuse_remote(path), map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else {}
     return [str(key) for key in state] if isinstance(state, Mapping) else []
 
@@ -39,9 +38,7 @@ def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, int]:
         FileNotFoundError: no file at ``path``.
         ValueError: the checkpoint has no ``hyper_parameters`` naming ``model`` (Classifier) or ``student`` (SKD).
     """
-    if not Path(refuse_remote(path)).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or not ({"model", "student"} & set(hparams)):
         raise ValueError(

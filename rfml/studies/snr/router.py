@@ -16,7 +16,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from ondevice.checkpoint_paths import refuse_remote
+from ondevice.checkpoint_paths import load_checkpoint
 from rfml.data.views import apply_view
 from rfml.dsp.snr import estimation_errors, m2m4
 
@@ -108,7 +108,7 @@ class SNRRouter(pl.LightningModule):
 
 
 def _load(module: nn.Module, path: Any) -> nn.Module:
-    module.load_state_dict(torch.load(refuse_remote(path), map_location="cpu", weights_only=True))
+    module.load_state_dict(load_checkpoint(path))
     return module.eval()
 
 
